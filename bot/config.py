@@ -1,0 +1,323 @@
+"""bots.toml: parsed with tomli into frozen pydantic models, validated at the edge.
+
+``load_config(path, environ)`` is the only way in. Unknown keys are errors; every
+error names the key path and the bad value. Secrets (the Twitch client secret, the
+overlay token, the database URL, which may carry a password) are ``SecretStr`` and
+may be written as ``"env:NAME"`` to be read from the environment. The environment
+variable ``CHATMOOD_MONGODB_URL`` overrides ``storage.mongodb_url``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import tomli
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from bot.errors import ConfigError
+
+MONGODB_URL_ENV = "CHATMOOD_MONGODB_URL"
+_NAME = re.compile(r"^[a-z0-9_]{1,25}$")  # Twitch logins
+_CATEGORY = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
+_COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+
+
+class StorageConfig(_Model):
+    mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
+    database: str = Field("chatmood", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
+    # Durable append-only spool used while the database is unreachable.
+    spool_dir: Path = Path("spool")
+    batch_size: int = Field(500, ge=1, le=10_000)
+    flush_interval_ms: int = Field(200, ge=1, le=60_000)
+    # Messages held in memory before new ones go straight to the disk spool.
+    max_buffered: int = Field(20_000, ge=100)
+    server_timeout_ms: int = Field(2_000, ge=100)
+
+
+class LoggingConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "console", "json"] = "auto"
+
+
+class TwitchConfig(_Model):
+    client_id: str = ""
+    client_secret: SecretStr | None = None
+    # Endpoints: Twitch's by default; tests point them at the Twitch CLI or the in-repo fake.
+    api_url: str = "https://api.twitch.tv/helix/"
+    auth_url: str = "https://id.twitch.tv/"
+    eventsub_url: str = "wss://eventsub.wss.twitch.tv/ws"
+    eventsub_subscription_url: str | None = None  # defaults to api_url
+    auth_flow: Literal["device", "code"] = "device"
+    callback_port: int = Field(17563, ge=1, le=65535)
+
+
+class BotConfig(_Model):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
+    account: str  # the bot's Twitch login
+    token_file: Path | None = None  # defaults to tokens/<name>.json
+    channels: tuple[str, ...] = Field(min_length=1)
+
+    @field_validator("account")
+    @classmethod
+    def _login(cls, v: str) -> str:
+        v = v.lower()
+        if not _NAME.match(v):
+            raise ValueError("must be a Twitch login: 1-25 of a-z, 0-9, _")
+        return v
+
+    @field_validator("channels")
+    @classmethod
+    def _logins(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        out = []
+        for ch in v:
+            ch = ch.lower().removeprefix("#")
+            if not _NAME.match(ch):
+                raise ValueError(f"channel {ch!r} is not a Twitch login: 1-25 of a-z, 0-9, _")
+            if ch in out:
+                raise ValueError(f"channel {ch!r} is listed twice")
+            out.append(ch)
+        return tuple(out)
+
+    @property
+    def token_path(self) -> Path:
+        return self.token_file or Path("tokens") / f"{self.name}.json"
+
+
+class Category(_Model):
+    name: str
+    colour: str
+    valence: Literal[-1, 0, 1]
+    description: str = Field(min_length=1, max_length=200)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _CATEGORY.match(v):
+            raise ValueError("must be lower case letters, digits, '_' or '-', starting with a letter")
+        return v
+
+    @field_validator("colour")
+    @classmethod
+    def _colour(cls, v: str) -> str:
+        if not _COLOUR.match(v):
+            raise ValueError("must be a colour written #rrggbb")
+        return v.lower()
+
+
+DEFAULT_CATEGORIES: tuple[Category, ...] = (
+    Category(name="hype", colour="#ff8c00", valence=1, description="excitement, cheering, hype, big plays"),
+    Category(name="funny", colour="#ffd400", valence=1, description="laughter, jokes, memes, things that are funny"),
+    Category(name="love", colour="#ff4fa3", valence=1, description="affection, support, gratitude, wholesome"),
+    Category(name="neutral", colour="#8a8f98", valence=0, description="plain talk, questions, commands, no clear feeling"),
+    Category(name="sad", colour="#3b6fd8", valence=-1, description="sadness, disappointment, sympathy, loss"),
+    Category(name="angry", colour="#d62828", valence=-1, description="anger, insults, frustration, toxicity"),
+)
+
+
+class ClassifierConfig(_Model):
+    # A path to a GGUF, or a known default name (see models/README.md). "" disables that model.
+    embedding_model: str = "minilm"
+    llm_model: str = ""
+    # "auto": LLM label scores only when the configured LLM is known to be capable.
+    use_llm: Literal["auto", "always", "never"] = "auto"
+    models_dir: Path = Path("models")
+    prompt_template: Path = Path("prompts/classify.txt")
+    batch_size: int = Field(32, ge=1, le=1024)
+    threads: int = Field(2, ge=1, le=256)
+    queue_size: int = Field(5_000, ge=1)
+    cache_size: int = Field(50_000, ge=0)
+
+
+class MoodConfig(_Model):
+    half_life_s: float = Field(60.0, gt=0, le=86_400)
+    snapshot_interval_s: float = Field(10.0, gt=0, le=3_600)
+    # Weight of the neutral prior that idle chat drifts back to (in messages).
+    neutral_prior: float = Field(3.0, ge=0)
+
+
+Role = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
+
+
+class CommandConfig(_Model):
+    enabled: bool = True
+    aliases: tuple[str, ...] = ()
+    allowed: Role = "everyone"
+    cooldown_channel_s: float = Field(0.0, ge=0)
+    cooldown_user_s: float = Field(0.0, ge=0)
+
+
+class CommandsConfig(_Model):
+    prefix: str = Field("!", min_length=1, max_length=3)
+    reply_to_unauthorized: bool = False
+    mood: CommandConfig = CommandConfig(allowed="everyone", cooldown_channel_s=15, cooldown_user_s=60)
+    label: CommandConfig = CommandConfig(allowed="moderator")
+    reset: CommandConfig = CommandConfig(allowed="moderator")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> CommandsConfig:
+        seen: dict[str, str] = {}
+        for cmd in ("mood", "label", "reset"):
+            for word in (cmd, *getattr(self, cmd).aliases):
+                if word in seen:
+                    raise ValueError(f"command word {word!r} is used by both {seen[word]} and {cmd}")
+                seen[word] = cmd
+        return self
+
+
+class OverlayConfig(_Model):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    access_token: SecretStr | None = None
+    # When true the read-only overlay URL needs ?token= too.
+    overlay_requires_token: bool = False
+
+
+class Config(_Model):
+    storage: StorageConfig = StorageConfig()
+    logging: LoggingConfig = LoggingConfig()
+    twitch: TwitchConfig = TwitchConfig()
+    bots: tuple[BotConfig, ...] = ()
+    categories: tuple[Category, ...] = DEFAULT_CATEGORIES
+    classifier: ClassifierConfig = ClassifierConfig()
+    mood: MoodConfig = MoodConfig()
+    commands: CommandsConfig = CommandsConfig()
+    overlay: OverlayConfig = OverlayConfig()
+    # Where the file was read from; relative paths in it are resolved against its folder.
+    source: Annotated[Path | None, Field(exclude=True)] = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Config:
+        names = [c.name for c in self.categories]
+        if len(set(names)) != len(names):
+            raise ValueError(f"category names must be unique, got {names}")
+        if len(names) < 2:
+            raise ValueError("at least two categories are needed")
+        if "neutral" not in names:
+            raise ValueError("a category named 'neutral' is required (idle chat drifts to it)")
+        bot_names = [b.name for b in self.bots]
+        if len(set(bot_names)) != len(bot_names):
+            raise ValueError(f"bot names must be unique, got {bot_names}")
+        return self
+
+    @property
+    def category_names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.categories)
+
+    def category(self, name: str) -> Category:
+        for c in self.categories:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the config, relative to the config file's folder."""
+        if path.is_absolute() or self.source is None:
+            return path
+        return self.source.parent / path
+
+    @property
+    def channels(self) -> tuple[str, ...]:
+        return tuple(ch for b in self.bots for ch in b.channels)
+
+
+_SECRET_KEYS = {("storage", "mongodb_url"), ("twitch", "client_secret"), ("overlay", "access_token")}
+
+
+def _resolve_env_refs(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
+    """Replace ``"env:NAME"`` in secret fields by the variable's value."""
+    for section, key in _SECRET_KEYS:
+        sec = data.get(section)
+        if not isinstance(sec, dict):
+            continue
+        value = sec.get(key)
+        if isinstance(value, str) and value.startswith("env:"):
+            var = value[4:]
+            if var not in environ:
+                problems.append(f"{section}.{key}: environment variable {var!r} is not set")
+            else:
+                sec[key] = environ[var]
+
+
+def _describe(err: Any) -> str:
+    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key"
+    value = err.get("input")
+    secret = any(loc.startswith(f"{s}.{k}") for s, k in _SECRET_KEYS)
+    shown = "<secret>" if secret else repr(value)
+    msg = err["msg"].removeprefix("Value error, ")
+    if isinstance(value, dict):
+        return f"{loc}: {msg}" if loc else msg
+    return f"{loc}: {msg} (got {shown})" if loc else f"{msg} (got {shown})"
+
+
+def parse_config(data: Mapping[str, Any], environ: Mapping[str, str], source: Path | None = None) -> Config:
+    """Validate an already-parsed TOML document."""
+    data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
+    problems: list[str] = []
+    _resolve_env_refs(data, environ, problems)
+    if environ.get(MONGODB_URL_ENV):
+        data.setdefault("storage", {})
+        if isinstance(data["storage"], dict):
+            data["storage"]["mongodb_url"] = environ[MONGODB_URL_ENV]
+    if problems:
+        raise ConfigError(source, problems)
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
+    return cfg.model_copy(update={"source": source}) if source else cfg
+
+
+def load_config(path: Path | str, environ: Mapping[str, str]) -> Config:
+    """Read and validate bots.toml. Raises :class:`ConfigError` naming each bad key and value."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(path, [f"cannot read: {e.strerror or e}"]) from None
+    try:
+        data = tomli.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(path, [f"not UTF-8: {e}"]) from None
+    except tomli.TOMLDecodeError as e:
+        raise ConfigError(path, [f"not valid TOML: {e}"]) from None
+    return parse_config(data, environ, source=path.resolve())
+
+
+def summary(cfg: Config) -> str:
+    """A few lines for ``chatmood check-config``; never shows secrets."""
+    lines = [
+        f"storage: database {cfg.storage.database!r} at {redact_url(cfg.storage.mongodb_url.get_secret_value())}",
+        f"bots: {len(cfg.bots)}"
+        + "".join(f"\n  {b.name} ({b.account}): {', '.join(b.channels)}" for b in cfg.bots),
+        "categories: " + ", ".join(f"{c.name} {c.colour} {c.valence:+d}" for c in cfg.categories),
+        f"classifier: embedding {cfg.classifier.embedding_model or 'off'}, llm {cfg.classifier.llm_model or 'off'}"
+        f", batch {cfg.classifier.batch_size}, threads {cfg.classifier.threads}",
+        f"mood: half-life {cfg.mood.half_life_s:g}s, snapshot every {cfg.mood.snapshot_interval_s:g}s",
+        f"commands: prefix {cfg.commands.prefix!r}",
+        f"overlay: http://{cfg.overlay.host}:{cfg.overlay.port}/ "
+        f"(token {'set' if cfg.overlay.access_token else 'NOT set: dashboard disabled'})",
+    ]
+    return "\n".join(lines)
+
+
+def redact_url(url: str) -> str:
+    """``mongodb://user:pw@host`` -> ``mongodb://user:***@host``."""
+    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)

@@ -1,0 +1,59 @@
+"""chatmood's exceptions. One base; subclasses carry the data that explains them.
+
+::
+
+    ChatmoodError
+    ├── ConfigError            bots.toml is missing, unparsable or invalid (``path``, ``problems``)
+    ├── StorageError           the database refused or could not be reached
+    ├── ModelError             a GGUF model or trained head is missing or unusable (``path``, ``hint``)
+    ├── ReplayError            a chat log cannot be read at all (malformed lines are counted, not raised)
+    └── TwitchError            Twitch refused us
+        └── AuthError          a token is missing, expired or revoked (``bot``): run ``chatmood auth``
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+
+class ChatmoodError(Exception):
+    """Base of every error chatmood raises on purpose."""
+
+
+class ConfigError(ChatmoodError):
+    def __init__(self, path: Path | str | None, problems: Sequence[str]) -> None:
+        self.path = path
+        self.problems = tuple(problems)
+        where = f"{path}: " if path else ""
+        super().__init__(where + "; ".join(self.problems))
+
+
+class StorageError(ChatmoodError):
+    pass
+
+
+class ModelError(ChatmoodError):
+    def __init__(self, path: Path | str, problem: str, hint: str = "") -> None:
+        self.path = path
+        self.problem = problem
+        self.hint = hint
+        text = f"{path}: {problem}"
+        if hint:
+            text += f" ({hint})"
+        super().__init__(text)
+
+
+class ReplayError(ChatmoodError):
+    pass
+
+
+class TwitchError(ChatmoodError):
+    pass
+
+
+class AuthError(TwitchError):
+    def __init__(self, bot: str, problem: str) -> None:
+        self.bot = bot
+        self.problem = problem
+        super().__init__(f"bot {bot!r}: {problem}; run `chatmood auth --bot {bot}`")
