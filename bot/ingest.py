@@ -38,13 +38,13 @@ class Ingest:
         writer: MessageSink,
         classify: Callable[[ChatLine], None] | None = None,
         command: Callable[[ChatLine], None] | None = None,
-        command_prefix: str = "!",
+        is_command: Callable[[ChatLine], bool] = lambda line: line.text.startswith("!"),
         remember: int = 20_000,
     ) -> None:
         self._writer = writer
         self._classify = classify
         self._command = command
-        self.command_prefix = command_prefix
+        self.is_command = is_command
         self._recent: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
         self.stats = IngestStats()
@@ -67,9 +67,10 @@ class Ingest:
         self.stats.received += 1
         # Storage first: whatever happens after, the message is not lost.
         self._writer.submit(line)
-        is_command = line.text.startswith(self.command_prefix)
-        if self._command is not None and is_command:
+        # Commands are steering, not mood: they go to the command queue, not the classifier.
+        command = self.is_command(line)
+        if self._command is not None and command:
             self._command(line)
-        if self._classify is not None and not is_command:
+        if self._classify is not None and not command:
             self._classify(line)
         return True

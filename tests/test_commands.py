@@ -1,0 +1,587 @@
+"""Chat commands: parsing, aliases, permissions, cooldowns, the !mood reply, and the executor against real storage."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from structlog.testing import capture_logs
+
+from bot.commands import (
+    MAX_REPLY,
+    CommandExecutor,
+    CommandRouter,
+    LabelCommand,
+    MoodCommand,
+    Reply,
+    ResetCommand,
+    emoji_square,
+    format_mood,
+    is_command,
+    role_of,
+)
+from bot.config import DEFAULT_CATEGORIES, CommandConfig, CommandsConfig
+from bot.domain import ChatLine, MoodState, Verdict
+from bot.mood import MoodTracker
+from bot.storage import Storage
+
+BOT = "moodbot"
+CHANNEL = "streamer"
+CATEGORIES = tuple(c.name for c in DEFAULT_CATEGORIES)
+NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
+
+
+class FakeClock:
+    def __init__(self, t: float = 1000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+_counter = 0
+
+
+def chat(
+    text: str,
+    user: str = "viewer",
+    badges: tuple[str, ...] = (),
+    *,
+    channel: str = CHANNEL,
+    reply_to: str | None = None,
+    message_id: str | None = None,
+    sent_at: datetime = NOW,
+) -> ChatLine:
+    global _counter
+    _counter += 1
+    return ChatLine(
+        message_id=message_id or f"msg-{_counter}",
+        channel=channel,
+        user_id=f"id-{user}",
+        user_login=user,
+        user_name=user.capitalize(),
+        text=text,
+        sent_at=sent_at,
+        badges=frozenset(badges),
+        reply_to=reply_to,
+    )
+
+
+def router(cfg: CommandsConfig | None = None, clock: FakeClock | None = None) -> CommandRouter:
+    return CommandRouter(cfg or CommandsConfig(), CATEGORIES, clock=clock or FakeClock())
+
+
+MOD = ("moderator",)
+
+
+class TestParsing:
+    def test_plain_commands(self) -> None:
+        """The command word is case-insensitive, surrounding space is ignored; only the first word counts."""
+        r = router(CommandsConfig(mood=CommandConfig()))
+        assert isinstance(r.route(chat("!mood"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("  !MoOd  please "), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!reset", badges=MOD), BOT), ResetCommand)
+        for text in ("mood", "!moodx", "!", "hello !mood", "", "   ", "!! mood", "?mood"):
+            assert r.route(chat(text, user="x" + str(len(text))), BOT) is None, text
+
+    def test_command_shape_prefilter(self) -> None:
+        """is_command() (ingest's pre-filter) accepts exactly the shapes the router reads, replies included."""
+        assert is_command(chat("!mood"), "!")
+        assert is_command(chat("  !label hype"), "!")
+        assert is_command(chat("@alice !label hype", reply_to="p-1"), "!")
+        assert is_command(chat("CM!mood"), "cm!")
+        assert not is_command(chat("@alice !label hype"), "!")
+        assert not is_command(chat("hi !mood"), "!")
+        assert not is_command(chat("!"), "!")
+        assert not is_command(chat("@alice", reply_to="p-1"), "!")
+
+    def test_command_word_case_is_ignored(self) -> None:
+        r = router(CommandsConfig(mood=CommandConfig()))  # no cooldowns
+        for text in ("!MOOD", "!Mood", "  !mood  extra words"):
+            cmd = r.route(chat(text), BOT)
+            assert isinstance(cmd, MoodCommand)
+            assert cmd.line.text == text
+
+    def test_aliases(self) -> None:
+        """Configured aliases (any case, with or without the prefix) run the same command."""
+        cfg = CommandsConfig(
+            mood=CommandConfig(aliases=("vibe", "Vibes", "!chatmood")),
+            reset=CommandConfig(allowed="moderator", aliases=("clear",)),
+        )
+        r = router(cfg)
+        for text in ("!vibe", "!VIBES", "!chatmood", "!mood"):
+            assert isinstance(r.route(chat(text), BOT), MoodCommand), text
+        assert isinstance(r.route(chat("!clear", badges=MOD), BOT), ResetCommand)
+
+    def test_prefix_change(self) -> None:
+        r = router(CommandsConfig(prefix="cm!", mood=CommandConfig()))
+        assert isinstance(r.route(chat("cm!mood"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("CM!mood"), BOT), MoodCommand)
+        assert r.route(chat("!mood"), BOT) is None
+        r.update_config(CommandsConfig(prefix="?", mood=CommandConfig()), CATEGORIES)
+        assert r.prefix == "?"
+        assert isinstance(r.route(chat("?mood"), BOT), MoodCommand)
+        assert r.route(chat("cm!mood"), BOT) is None
+
+    def test_disabled_command_is_silent(self) -> None:
+        r = router(CommandsConfig(mood=CommandConfig(enabled=False)))
+        assert r.route(chat("!mood", badges=("broadcaster",)), BOT) is None
+
+    def test_own_messages_are_ignored(self) -> None:
+        """The bot never answers itself, whatever its badges and however its login is cased."""
+        r = router(CommandsConfig(mood=CommandConfig()))
+        assert r.route(chat("!mood", user=BOT, badges=("moderator",)), BOT) is None
+        assert r.route(chat("!reset", user=BOT, badges=("moderator",)), BOT.upper()) is None
+        assert isinstance(r.route(chat("!mood", user="someone"), BOT), MoodCommand)
+
+
+class TestLabelParsing:
+    def test_label_by_user(self) -> None:
+        cmd = router().route(chat("!label HYPE @Alice", badges=MOD), BOT)
+        assert isinstance(cmd, LabelCommand)
+        assert (cmd.category, cmd.target_user, cmd.target_message_id) == ("hype", "alice", None)
+
+    def test_label_by_message_id(self) -> None:
+        cmd = router().route(chat("!label sad 8f1c2d3e-0000-4a6b-9c1d-abcdef012345", badges=MOD), BOT)
+        assert isinstance(cmd, LabelCommand)
+        assert (cmd.category, cmd.target_user, cmd.target_message_id) == (
+            "sad",
+            None,
+            "8f1c2d3e-0000-4a6b-9c1d-abcdef012345",
+        )
+
+    def test_label_the_message_replied_to(self) -> None:
+        """A Twitch reply's text begins with "@parent"; the command after it labels the parent message."""
+        r = router()
+        cmd = r.route(chat("@Alice !label funny", badges=MOD, reply_to="parent-1"), BOT)
+        assert isinstance(cmd, LabelCommand)
+        assert (cmd.category, cmd.target_message_id, cmd.target_user) == ("funny", "parent-1", None)
+        cmd = r.route(chat("!label funny", badges=MOD, reply_to="parent-2"), BOT)
+        assert isinstance(cmd, LabelCommand) and cmd.target_message_id == "parent-2"
+        explicit = r.route(chat("@Alice !label love @bob", badges=MOD, reply_to="parent-3"), BOT)
+        assert isinstance(explicit, LabelCommand) and explicit.target_user == "bob"
+        assert r.route(chat("@Alice !label funny", badges=MOD), BOT) is None  # not a reply: "@Alice" is the head
+
+    def test_unknown_category_lists_the_valid_ones(self) -> None:
+        line = chat("!label bored @alice", badges=MOD)
+        reply = router().route(line, BOT)
+        assert isinstance(reply, Reply)
+        assert reply.channel == CHANNEL and reply.reply_to == line.message_id
+        assert "'bored'" in reply.text
+        assert all(c in reply.text for c in CATEGORIES)
+
+    def test_usage_replies(self) -> None:
+        """No category, no target (and not a reply), or a malformed target gets the usage line."""
+        r = router()
+        for text in ("!label", "!label hype", "!label hype @", "!label hype @not/a/login", "!label hype <script>"):
+            reply = r.route(chat(text, badges=MOD), BOT)
+            assert isinstance(reply, Reply), text
+            assert reply.text.startswith("usage: !label <category>"), text
+        r.update_config(CommandsConfig(prefix="?"), CATEGORIES)
+        reply = r.route(chat("?label", badges=MOD), BOT)
+        assert isinstance(reply, Reply) and reply.text.startswith("usage: ?label")
+
+    def test_overlong_unknown_category_reply_is_capped(self) -> None:
+        reply = router().route(chat("!label " + "x" * 2000, badges=MOD), BOT)
+        assert isinstance(reply, Reply)
+        assert len(reply.text) <= MAX_REPLY
+        assert "x" * 40 not in reply.text
+
+
+class TestPermissions:
+    @pytest.mark.parametrize(
+        ("badges", "role"),
+        [
+            ((), "everyone"),
+            (("subscriber",), "subscriber"),
+            (("vip", "subscriber"), "vip"),
+            (("moderator", "subscriber"), "moderator"),
+            (("broadcaster",), "broadcaster"),
+            (("moderator", "broadcaster"), "broadcaster"),
+            (("turbo", "premium"), "everyone"),
+        ],
+    )
+    def test_role_from_badges(self, badges: tuple[str, ...], role: str) -> None:
+        assert role_of(chat("x", badges=badges)) == role
+
+    def test_channel_owner_is_broadcaster_without_badge(self) -> None:
+        assert role_of(chat("x", user=CHANNEL)) == "broadcaster"
+
+    @pytest.mark.parametrize(
+        ("badges", "allowed"),
+        [
+            ((), False),
+            (("subscriber",), False),
+            (("vip",), False),
+            (("moderator",), True),
+            (("broadcaster",), True),
+        ],
+    )
+    def test_moderator_commands(self, badges: tuple[str, ...], allowed: bool) -> None:
+        """!label and !reset need moderator or broadcaster; others get no reply by default."""
+        r = router()
+        label = r.route(chat("!label hype @alice", badges=badges), BOT)
+        reset = r.route(chat("!reset", badges=badges), BOT)
+        assert isinstance(label, LabelCommand) is allowed
+        assert isinstance(reset, ResetCommand) is allowed
+        if not allowed:
+            assert label is None and reset is None
+
+    def test_unauthorized_usage_errors_stay_silent(self) -> None:
+        """A viewer typing a broken !label gets no usage reply either: permission is checked first."""
+        assert router().route(chat("!label"), BOT) is None
+
+    def test_role_hierarchy_from_config(self) -> None:
+        cfg = CommandsConfig(mood=CommandConfig(allowed="vip"))
+        r = router(cfg)
+        assert r.route(chat("!mood", badges=("subscriber",)), BOT) is None
+        for badges in (("vip",), ("moderator",), ("broadcaster",)):
+            assert isinstance(r.route(chat("!mood", user="u" + badges[0], badges=badges), BOT), MoodCommand)
+        only_owner = router(CommandsConfig(reset=CommandConfig(allowed="broadcaster")))
+        assert only_owner.route(chat("!reset", badges=MOD), BOT) is None
+        assert isinstance(only_owner.route(chat("!reset", badges=("broadcaster",)), BOT), ResetCommand)
+
+    def test_reply_to_unauthorized_when_configured(self) -> None:
+        r = router(CommandsConfig(reply_to_unauthorized=True))
+        line = chat("!reset", user="pleb")
+        reply = r.route(line, BOT)
+        assert isinstance(reply, Reply)
+        assert reply.text == "@Pleb only moderators can use !reset"
+        assert reply.reply_to == line.message_id
+        assert isinstance(r.route(chat("!reset", badges=MOD), BOT), ResetCommand)
+
+
+class TestCooldowns:
+    def test_per_channel_and_per_user(self) -> None:
+        """!mood: 15 s per channel, 60 s per user (the defaults); a cooldown hit gets no reply."""
+        clock = FakeClock()
+        r = router(clock=clock)
+        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+        assert r.route(chat("!mood", user="b"), BOT) is None  # channel cooldown
+        clock.advance(14.9)
+        assert r.route(chat("!mood", user="b"), BOT) is None
+        clock.advance(0.1)
+        assert isinstance(r.route(chat("!mood", user="b"), BOT), MoodCommand)
+        clock.advance(16)
+        assert r.route(chat("!mood", user="a"), BOT) is None  # a's own 60 s
+        assert isinstance(r.route(chat("!mood", user="c"), BOT), MoodCommand)
+        clock.advance(30)  # a: 61 s since its use
+        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+
+    def test_channels_cool_down_separately(self) -> None:
+        r = router(clock=FakeClock())
+        assert isinstance(r.route(chat("!mood", user="a", channel="one"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="a", channel="two"), BOT), MoodCommand)
+        assert r.route(chat("!mood", user="b", channel="one"), BOT) is None
+
+    def test_broadcaster_is_exempt(self) -> None:
+        """The broadcaster is never held back, but their use does start the channel cooldown for viewers."""
+        clock = FakeClock()
+        r = router(clock=clock)
+        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+        for _ in range(3):
+            assert isinstance(r.route(chat("!mood", user=CHANNEL, badges=("broadcaster",)), BOT), MoodCommand)
+        clock.advance(15)
+        assert isinstance(r.route(chat("!mood", user=CHANNEL), BOT), MoodCommand)
+        assert r.route(chat("!mood", user="b"), BOT) is None
+
+    def test_moderators_are_not_exempt(self) -> None:
+        r = router(clock=FakeClock())
+        assert isinstance(r.route(chat("!mood", user="m", badges=MOD), BOT), MoodCommand)
+        assert r.route(chat("!mood", user="m", badges=MOD), BOT) is None
+
+    def test_usage_errors_cost_no_cooldown(self) -> None:
+        cfg = CommandsConfig(label=CommandConfig(allowed="moderator", cooldown_user_s=30))
+        clock = FakeClock()
+        r = router(cfg, clock)
+        assert isinstance(r.route(chat("!label", badges=MOD), BOT), Reply)
+        assert isinstance(r.route(chat("!label hype @x", badges=MOD), BOT), LabelCommand)
+        assert r.route(chat("!label hype @x", badges=MOD), BOT) is None
+        clock.advance(30)
+        assert isinstance(r.route(chat("!label hype @x", badges=MOD), BOT), LabelCommand)
+
+    def test_reload_keeps_running_cooldowns(self) -> None:
+        clock = FakeClock()
+        r = router(clock=clock)
+        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+        r.update_config(CommandsConfig(mood=CommandConfig(cooldown_channel_s=100)), CATEGORIES)
+        clock.advance(50)
+        assert r.route(chat("!mood", user="b"), BOT) is None
+        clock.advance(50)
+        assert isinstance(r.route(chat("!mood", user="b"), BOT), MoodCommand)
+
+    def test_cooldown_memory_is_bounded(self) -> None:
+        """Thousands of users leave only the entries still cooling down."""
+        clock = FakeClock()
+        r = router(CommandsConfig(mood=CommandConfig(cooldown_user_s=5)), clock)
+        for i in range(25_000):
+            assert isinstance(r.route(chat("!mood", user=f"u{i}"), BOT), MoodCommand)
+            clock.advance(0.01)
+        assert r.cooldown_entries <= 10_001
+
+
+def state(**kw: Any) -> MoodState:
+    base: dict[str, Any] = {
+        "channel": CHANNEL,
+        "label": "hype",
+        "share": 0.61,
+        "valence": 0.5,
+        "colour": "#ff8c00",
+        "messages": 412,
+        "first_at": NOW - timedelta(minutes=2),
+        "at": NOW,
+    }
+    base.update(kw)
+    return MoodState(**base)
+
+
+class TestFormatMood:
+    def test_the_example_reply(self) -> None:
+        assert format_mood(state(), NOW) == "chat mood: hype 61% 🟧 (412 msgs, last 2 min)"
+
+    def test_says_how_much_it_saw(self) -> None:
+        assert format_mood(state(skipped=118), NOW) == "chat mood: hype 61% 🟧 (412 of 530 msgs, last 2 min)"
+
+    def test_empty_mood(self) -> None:
+        empty = state(label="neutral", share=1.0, messages=0, first_at=None, colour="#8a8f98")
+        assert format_mood(empty, NOW) == "chat mood: neutral (no messages yet)"
+        skipped_only = format_mood(replace(empty, skipped=7), NOW)
+        assert skipped_only == "chat mood: neutral (no messages classified yet, 7 skipped)"
+
+    @pytest.mark.parametrize(
+        ("ago", "shown"),
+        [
+            (timedelta(seconds=0), "last 1 s"),
+            (timedelta(seconds=42), "last 42 s"),
+            (timedelta(minutes=75), "last 75 min"),
+            (timedelta(hours=3), "last 3 h"),
+            (timedelta(days=3), "last 3 days"),
+        ],
+    )
+    def test_time_span(self, ago: timedelta, shown: str) -> None:
+        assert format_mood(state(first_at=NOW - ago), NOW).endswith(f"{shown})")
+
+    def test_single_message(self) -> None:
+        assert "(1 msg," in format_mood(state(messages=1), NOW)
+
+    def test_never_over_500_characters(self) -> None:
+        huge = state(label="x" * 5000, messages=10**60, skipped=10**60)
+        text = format_mood(huge, NOW)
+        assert len(text) <= MAX_REPLY
+        assert text.startswith("chat mood: xxx")
+
+    @pytest.mark.parametrize(
+        ("category", "square"),
+        [("hype", "🟧"), ("funny", "🟨"), ("love", "🟥"), ("neutral", "⬜"), ("sad", "🟦"), ("angry", "🟥")],
+    )
+    def test_default_colours_get_the_natural_square(self, category: str, square: str) -> None:
+        colour = next(c.colour for c in DEFAULT_CATEGORIES if c.name == category)
+        assert emoji_square(colour) == square
+
+    def test_emoji_squares_by_colour(self) -> None:
+        """Every square's own colour maps to itself; muted blends keep their hue; greys go black or white."""
+        cases = {
+            "#dd2e44": "🟥",
+            "#f4900c": "🟧",
+            "#fdcb58": "🟨",
+            "#78b159": "🟩",
+            "#55acee": "🟦",
+            "#aa8ed6": "🟪",
+            "#c1694f": "🟫",
+            "#31373d": "⬛",
+            "#e6e7e8": "⬜",
+            "#000000": "⬛",
+            "#ffffff": "⬜",
+            "#c6916b": "🟧",  # hype half blended with neutral grey
+            "#00ff00": "🟩",
+            "#6a0dad": "🟪",
+        }
+        for colour, square in cases.items():
+            assert emoji_square(colour) == square, colour
+
+    def test_from_a_real_tracker(self) -> None:
+        """A hype-dominated tracker reads as hype with an orange square and its message count."""
+        clock = FakeClock(NOW.timestamp() - 90)
+        mood = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3, clock=clock)
+        for _ in range(20):
+            mood.observe(CHANNEL, Verdict("hype", 0.9, {"hype": 0.9, "funny": 0.1}, "t"))
+        clock.advance(90)
+        text = format_mood(mood.state(CHANNEL), NOW)
+        assert text.startswith("chat mood: hype ")
+        assert text.endswith("🟧 (20 msgs, last 2 min)")
+
+
+
+# ---------------------------------------------------------------------------------------------- the executor
+# These run against the real storage (FerretDB over TCP, the `storage` fixture in tests/conftest.py).
+
+
+class Sent:
+    """Records what the executor sends, as the Twitch sender would receive it."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, str, str | None]] = []
+
+    async def __call__(self, channel: str, text: str, reply_to: str | None) -> None:
+        self.messages.append((channel, text, reply_to))
+
+    @property
+    def texts(self) -> list[str]:
+        return [t for _, t, _ in self.messages]
+
+
+def make_executor(
+    storage: Storage, mood: MoodTracker | None = None, on_reset: Callable[[str], object] | None = None
+) -> tuple[CommandExecutor, Sent, MoodTracker]:
+    sent = Sent()
+    mood = mood or MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3, clock=lambda: NOW.timestamp())
+    return CommandExecutor(storage, mood, sent, clock=lambda: NOW.timestamp(), on_reset=on_reset), sent, mood
+
+
+def stored(storage: Storage, *lines: ChatLine) -> None:
+    for line in lines:
+        storage.writer.submit(line)
+
+
+class TestExecutor:
+    async def test_mood_replies_in_thread(self, storage: Storage) -> None:
+        executor, sent, mood = make_executor(storage)
+        for _ in range(10):
+            mood.observe(CHANNEL, Verdict("hype", 0.9, {"hype": 0.9, "funny": 0.1}, "t"))
+        line = chat("!mood")
+        await executor.execute(MoodCommand(line))
+        assert len(sent.messages) == 1
+        channel, text, reply_to = sent.messages[0]
+        assert (channel, reply_to) == (CHANNEL, line.message_id)
+        assert text.startswith("chat mood: hype ") and "(10 msgs, last 1 s)" in text
+
+    async def test_immediate_reply_is_sent_as_is(self, storage: Storage) -> None:
+        executor, sent, _ = make_executor(storage)
+        await executor.execute(Reply(CHANNEL, "usage: x", "m-1"))
+        assert sent.messages == [(CHANNEL, "usage: x", "m-1")]
+
+    async def test_reset_clears_the_mood_and_tells_the_overlay(self, storage: Storage) -> None:
+        seen: list[MoodState] = []
+        executor, sent, mood = make_executor(storage, on_reset=lambda channel: seen.append(mood.state(channel)))
+        for _ in range(10):
+            mood.observe(CHANNEL, Verdict("angry", 1.0, {"angry": 1.0}, "t"))
+        await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
+        st = mood.state(CHANNEL)
+        assert (st.label, st.messages) == ("neutral", 0)
+        assert [s.label for s in seen] == ["neutral"]
+        assert sent.texts == ["chat mood reset: back to neutral"]
+
+    async def test_async_reset_callback_is_awaited(self, storage: Storage) -> None:
+        seen: list[str] = []
+
+        async def on_reset(channel: str) -> None:
+            seen.append(channel)
+
+        executor, _, _ = make_executor(storage, on_reset=on_reset)
+        await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
+        assert seen == [CHANNEL]
+
+    async def test_label_users_latest_message(self, storage: Storage) -> None:
+        """`!label hype @viewer` stores the viewer's newest message as an example: who, when, which message."""
+        older = chat("hello chat", "viewer", sent_at=NOW - timedelta(seconds=30))
+        newest = chat("LETS GOOO", "viewer", sent_at=NOW - timedelta(seconds=5))
+        other = chat("meh", "someone", sent_at=NOW - timedelta(seconds=1))
+        command = chat("!label hype @Viewer", "mod", MOD, sent_at=NOW)
+        stored(storage, older, newest, other, command)  # not flushed: the executor must see them anyway
+        cmd = router().route(command, BOT)
+        assert isinstance(cmd, LabelCommand)
+        executor, sent, _ = make_executor(storage)
+        await executor.execute(cmd)
+        assert sent.messages == [(CHANNEL, "labelled @viewer's message as hype", command.message_id)]
+        examples = await storage.labeled_examples(channel=CHANNEL)
+        assert len(examples) == 1
+        ex = examples[0]
+        assert (ex.prompt, ex.completion, ex.message_id) == ("LETS GOOO", "hype", newest.message_id)
+        assert (ex.labelled_by, ex.channel, ex.source) == ("mod", CHANNEL, "chat")
+        assert ex.labelled_at == NOW
+
+    async def test_label_the_message_replied_to_and_relabel(self, storage: Storage) -> None:
+        """A reply labels its parent; labelling the same message again replaces the label."""
+        parent = chat("this is so sad", "viewer", sent_at=NOW - timedelta(seconds=10))
+        stored(storage, parent)
+        r = router()
+        executor, sent, _ = make_executor(storage)
+        for category in ("funny", "sad"):
+            cmd = r.route(chat(f"@viewer !label {category}", "mod", MOD, reply_to=parent.message_id), BOT)
+            assert isinstance(cmd, LabelCommand)
+            await executor.execute(cmd)
+        assert sent.texts == ["labelled @viewer's message as funny", "labelled @viewer's message as sad"]
+        examples = await storage.labeled_examples(channel=CHANNEL)
+        assert [(e.message_id, e.completion) for e in examples] == [(parent.message_id, "sad")]
+
+    async def test_label_by_id(self, storage: Storage) -> None:
+        target = chat("KEKW", "viewer", message_id="abc-123", sent_at=NOW - timedelta(seconds=3))
+        stored(storage, target)
+        executor, sent, _ = make_executor(storage)
+        await executor.execute(LabelCommand(chat("!label funny abc-123", "mod", MOD), "funny", None, "abc-123"))
+        assert sent.texts == ["labelled @viewer's message as funny"]
+        assert await storage.label_counts(CHANNEL) == {"funny": 1}
+
+    async def test_messages_that_are_not_stored(self, storage: Storage) -> None:
+        """Labelling a message that isn't stored says so and stores nothing; so does another channel's message."""
+        elsewhere = chat("hi", "viewer", channel="otherchannel", message_id="far-1")
+        stored(storage, elsewhere)
+        executor, sent, _ = make_executor(storage)
+        mod_line = chat("!label hype", "mod", MOD, reply_to="gone-1")
+        await executor.execute(LabelCommand(mod_line, "hype", None, "gone-1"))
+        await executor.execute(LabelCommand(chat("!label hype nope", "mod", MOD), "hype", None, "nope"))
+        await executor.execute(LabelCommand(chat("!label hype far-1", "mod", MOD), "hype", None, "far-1"))
+        await executor.execute(LabelCommand(chat("!label hype @ghost", "mod", MOD), "hype", "ghost", None))
+        assert sent.texts == [
+            "that message isn't stored, so it can't be labelled",
+            "message nope isn't stored, so it can't be labelled",
+            "message far-1 isn't stored, so it can't be labelled",
+            "no stored message from @ghost in this channel",
+        ]
+        assert await storage.labeled_examples() == []
+
+    async def test_labelling_yourself_skips_the_command(self, storage: Storage) -> None:
+        """`!label love @me` labels my previous message, not the command I just typed."""
+        mine = chat("love this community <3", "mod", MOD, sent_at=NOW - timedelta(seconds=20))
+        command = chat("!label love @mod", "mod", MOD, sent_at=NOW)
+        stored(storage, mine, command)
+        cmd = router().route(command, BOT)
+        assert isinstance(cmd, LabelCommand)
+        executor, sent, _ = make_executor(storage)
+        await executor.execute(cmd)
+        assert sent.texts == ["labelled @mod's message as love"]
+        examples = await storage.labeled_examples(channel=CHANNEL)
+        assert [e.message_id for e in examples] == [mine.message_id]
+
+    async def test_viewer_label_does_nothing(self, storage: Storage) -> None:
+        """A viewer's !label routes to nothing: no reply, no example."""
+        stored(storage, chat("pog", "viewer", sent_at=NOW - timedelta(seconds=2)))
+        assert router().route(chat("!label hype @viewer", "viewer2"), BOT) is None
+        await storage.writer.flush()
+        assert await storage.labeled_examples() == []
+
+    async def test_failing_handler_is_logged_and_contained(self, storage: Storage) -> None:
+        """A handler that raises is logged with the command and the bot carries on with the next command."""
+        calls: list[str] = []
+
+        async def flaky_send(channel: str, text: str, reply_to: str | None) -> None:
+            calls.append(text)
+            if len(calls) == 1:
+                raise RuntimeError("helix said no")
+
+        mood = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3)
+        executor = CommandExecutor(storage, mood, flaky_send)
+        with capture_logs() as logs:
+            await executor.execute(MoodCommand(chat("!mood")))
+            await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
+        failed = [e for e in logs if e["event"] == "command_failed"]
+        assert len(failed) == 1
+        assert failed[0]["command"] == "MoodCommand" and failed[0]["channel"] == CHANNEL
+        assert failed[0]["log_level"] == "error"
+        assert calls == ["chat mood: neutral (no messages yet)", "chat mood reset: back to neutral"]
