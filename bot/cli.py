@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("replay", help="feed a recorded chat log through ingest (stored and classified)")
     sp.add_argument("file", type=Path)
-    sp.add_argument("--channel", help="channel name (default: from the log, or 'replay')")
+    sp.add_argument("--channel", help="channel name (default: the one the log names; required for logs that name none)")
     pace = sp.add_mutually_exclusive_group()
     pace.add_argument("--speed", type=_positive(float), default=None, help="scale real arrival times (2 = twice as fast)")
     pace.add_argument("--max-rate", type=_positive(float), default=None, help="as fast as allowed, up to N msg/s")
