@@ -14,8 +14,8 @@
 # Paths: bots.toml is mounted at /config/bots.toml, so its relative paths resolve under
 # /config. The image links /config/models -> /app/models, /config/prompts -> /app/prompts
 # and /config/spool -> /data/spool; tokens/ is mounted at /config/tokens. The defaults in
-# bots.toml.example therefore work unchanged, except [overlay] host, which must be
-# "0.0.0.0" inside a container (docker-compose.yml publishes it on 127.0.0.1 only).
+# bots.toml.example therefore work unchanged. The overlay listens on 0.0.0.0 inside the
+# container (CMD passes --host); docker-compose.yml publishes it on 127.0.0.1 only.
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -69,4 +69,4 @@ VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=4)"]
-CMD ["chatmood", "run", "--config", "/config/bots.toml"]
+CMD ["chatmood", "run", "--config", "/config/bots.toml", "--host", "0.0.0.0"]

@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("run", help="run the bot: Twitch chat -> storage -> classifier -> mood -> overlay")
     config_arg(sp, required=True)
+    sp.add_argument("--host", default=None, help="overlay host (default: overlay.host from the config)")
+    sp.add_argument("--port", type=_port, default=None, help="overlay port (default: overlay.port)")
 
     sp = sub.add_parser("auth", help="get a Twitch user token for a bot account (device code or local callback)")
     config_arg(sp, required=True)
@@ -135,7 +137,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "run":
         from bot.app import run
 
-        return await run(cfg)
+        return await run(cfg, host=args.host, port=args.port)
     if cmd == "auth":
         from bot.auth import cmd_auth
 

@@ -1,0 +1,846 @@
+"""The Twitch connection of one bot account: EventSub over WebSocket for live state and chat, Helix for sending.
+
+This is the only module that knows twitchAPI 4.5's private threads and event loops:
+
+- ``EventSubWebsocket`` runs on its own (non-daemon) thread with a private loop; ``start()`` busy-waits for
+  the welcome and never returns if the first connect fails; ``stop()`` blocks on a future of that loop;
+  the loop is never closed; a notification's de-dup history is never filled. So :class:`_EventSub`
+  starts and stops it from a *daemon* helper thread with a timeout (a daemon thread, unlike
+  ``asyncio.to_thread``'s executor, cannot pin interpreter exit, and the library's socket thread
+  inherits the daemon flag), wraps its thread body so that the private loop is always drained and
+  closed, and hands every notification to our loop with ``call_soon_threadsafe``. Calls into the
+  library's own state (subscribe/unsubscribe) run on its loop via ``run_coroutine_threadsafe``.
+- Its notification handler is replaced: the documented payload reaches :func:`chat_line_from_event`
+  unchanged (no typed objects, ~20x cheaper, see bench/twitch_chat.py), and a notification that beats
+  twitchAPI's callback registration is not dropped.
+- Token refresh is ours (``auto_refresh_auth = False``, one ``asyncio.Lock``): a refresh that raises
+  inside twitchAPI leaves its internal lock set forever (``_use_tokens`` clears it anyway). Its EventSub
+  request header builder is replaced too: it validated (and could refresh) the token before every
+  subscribe, through a ClientSession that leaks when cancelled. We validate at startup and hourly.
+- If the old socket closes before twitchAPI has swapped to the ``session_reconnect`` URL, or its own
+  reconnect gives up (``reconnect_delay_steps`` is cut short on purpose), the client sits with a closed
+  socket: the supervisor notices (``dead_after_s``), stops it and starts a fresh one with backoff, then
+  re-subscribes and asks Get Streams again (events fire only on transitions). Any session change is
+  followed by that Get Streams reconciliation.
+- Unsubscribing goes to ``api_url`` (twitchAPI ignores ``subscription_url`` for DELETE).
+
+Ownership: :class:`TwitchBot` is an async context manager owning two tasks, ``twitch-<bot>-supervise``
+(live transitions, channel changes, connection health and reconnects with capped jittered backoff) and
+``twitch-<bot>-validate`` (token validation every hour, as Twitch requires). Both are cancelled and
+awaited on exit, and the EventSub client is always stopped. ``wait()`` raises :class:`AuthError` when the
+token is revoked; the app decides what a stopped bot means for the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import random
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import aiohttp
+import structlog
+from twitchAPI.eventsub.websocket import EventSubWebsocket
+from twitchAPI.twitch import Twitch
+from twitchAPI.type import AuthScope, EventSubSubscriptionError, TwitchAPIException, UnauthorizedException
+
+from bot import domain
+from bot.auth import AuthClient, AuthRejected, TokenSet, TokenStore, checked_tokens, oauth_base
+from bot.config import BotConfig, TwitchConfig
+from bot.errors import AuthError, TwitchError
+from bot.sending import SendLimiter
+
+log = structlog.get_logger(__name__)
+T = TypeVar("T")
+
+OnChat = Callable[[domain.ChatLine], None]
+OnLive = Callable[[str, bool, datetime], Awaitable[None] | None]
+
+
+# --- payload conversion (pure) ------------------------------------------------------------------
+def parse_ts(value: Any) -> datetime:
+    """Twitch's RFC3339 timestamps (nanoseconds allowed) as aware UTC datetimes."""
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    text = str(value).replace("Z", "+00:00")
+    if "." in text:  # Python takes at most 6 fractional digits
+        head, _, rest = text.partition(".")
+        digits = "".join(c for c in rest if c.isdigit())
+        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
+    return datetime.fromisoformat(text).astimezone(UTC)
+
+
+def chat_line_from_event(event: Mapping[str, Any], metadata: Mapping[str, Any]) -> domain.ChatLine:
+    """A documented ``channel.chat.message`` event (+ its envelope metadata) as a :class:`domain.ChatLine`."""
+    message = event.get("message") or {}
+    text = domain.clean_text(str(message.get("text") or ""))
+    emotes: list[domain.EmoteSpan] = []
+    pos = 0
+    joined = []
+    for frag in message.get("fragments") or ():
+        ftext = domain.clean_text(str(frag.get("text") or ""))
+        if frag.get("type") == "emote" and frag.get("emote"):
+            emotes.append(domain.EmoteSpan(str(frag["emote"].get("id", "")), pos, pos + len(ftext)))
+        pos += len(ftext)
+        joined.append(ftext)
+    if emotes and "".join(joined) != text:  # fragments that don't tile the text give no trustworthy offsets
+        log.debug("emote_offsets_dropped", message_id=event.get("message_id"))
+        emotes = []
+    reply = event.get("reply") or {}
+    sent = metadata.get("message_timestamp")
+    return domain.ChatLine(
+        message_id=str(event["message_id"]),
+        channel=str(event["broadcaster_user_login"]).lower(),
+        channel_id=str(event.get("broadcaster_user_id") or ""),
+        user_id=str(event.get("chatter_user_id") or ""),
+        user_login=str(event.get("chatter_user_login") or "").lower(),
+        user_name=str(event.get("chatter_user_name") or ""),
+        text=text,
+        sent_at=parse_ts(sent) if sent else datetime.now(UTC),
+        badges=frozenset(str(b.get("set_id")) for b in event.get("badges") or () if b.get("set_id")),
+        emotes=tuple(emotes),
+        reply_to=str(reply["parent_message_id"]) if reply.get("parent_message_id") else None,
+    )
+
+
+class Dedupe:
+    """A bounded LRU of notification message ids: Twitch delivers at least once."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._seen: OrderedDict[str, None] = OrderedDict()
+
+    def first_time(self, message_id: str) -> bool:
+        if message_id in self._seen:
+            self._seen.move_to_end(message_id)
+            return False
+        self._seen[message_id] = None
+        if len(self._seen) > self._size:
+            self._seen.popitem(last=False)
+        return True
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter, from a private ``random.Random``."""
+
+    def __init__(self, base_s: float = 1.0, cap_s: float = 60.0, rng: random.Random | None = None) -> None:
+        self.base_s, self.cap_s = base_s, cap_s
+        self._rng = rng or random.Random()
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        ceiling = min(self.cap_s, self.base_s * 2 ** min(self.failures, 30))
+        self.failures += 1
+        return self._rng.uniform(ceiling / 2, ceiling)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+# --- the library, off our loop -----------------------------------------------------------------
+async def off_loop(fn: Callable[[], T], limit_s: float, name: str) -> T:
+    """Run blocking ``fn`` on a daemon thread; its result or exception, or ``TimeoutError``."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(ok: bool, value: Any) -> None:
+        if not fut.done():
+            fut.set_result(value) if ok else fut.set_exception(value)
+
+    def body() -> None:
+        try:
+            result: Any = fn()
+            ok = True
+        except BaseException as e:  # handed to the awaiting task
+            result, ok = e, False
+        with contextlib.suppress(RuntimeError):  # our loop is gone: nobody waits any more
+            loop.call_soon_threadsafe(settle, ok, result)
+
+    threading.Thread(target=body, name=name, daemon=True).start()
+    async with asyncio.timeout(limit_s):
+        return await fut
+
+
+class _Raw:
+    """Event type given to twitchAPI's ``_subscribe``: keeps the documented payload as plain dicts."""
+
+    def __init__(self, **payload: Any) -> None:
+        self.payload = payload
+
+
+class _EventSub:
+    """One ``EventSubWebsocket`` and its thread, from start to a closed private loop."""
+
+    def __init__(self, twitch: Twitch, cfg: TwitchConfig, deliver: Callable[[dict[str, Any]], None], *,
+                 bot: str, timeout_s: float) -> None:
+        self._bot = bot
+        self._timeout = timeout_s
+        self._deliver = deliver
+        self.finished = threading.Event()
+        es = EventSubWebsocket(twitch, connection_url=cfg.eventsub_url,
+                               subscription_url=cfg.eventsub_subscription_url or cfg.api_url)
+        es.reconnect_delay_steps = [0, 1, 2]  # give up fast; the supervisor backs off and starts anew
+        run_socket: Callable[[], None] = es._run_socket
+
+        def guarded_run_socket() -> None:
+            try:
+                run_socket()
+            except BaseException as e:  # the thread would otherwise die with an unhandled exception
+                log.warning("eventsub_thread_failed", bot=bot, error=type(e).__name__, detail=str(e)[:200])
+            finally:
+                self._close_private_loop()
+                es._startup_complete = True  # releases a start() still busy-waiting for a welcome
+                self.finished.set()
+
+        async def handle_notification(data: dict[str, Any]) -> None:
+            # Replaces twitchAPI's: it drops a notification that arrives before its callback is registered
+            # (the POST's answer and the first event race on a busy channel) and parses typed objects we
+            # don't use. Routing is by subscription type in TwitchBot._notification.
+            es._reset_timeout()  # type: ignore[no-untyped-call]
+            payload = dict(data.get("payload") or {})
+            payload["metadata"] = data.get("metadata") or {}
+            deliver(payload)
+
+        async def build_request_header() -> dict[str, str]:
+            # Replaces twitchAPI's, which validates the token before every subscribe with a ClientSession
+            # that leaks when the call is cancelled, and may start its own refresh (see the module docstring).
+            return {"Client-ID": twitch.app_id, "Content-Type": "application/json",
+                    "Authorization": f"Bearer {twitch.get_user_auth_token()}"}
+
+        es._run_socket = guarded_run_socket  # type: ignore[method-assign]
+        es._build_request_header = build_request_header  # type: ignore[method-assign]
+        es._handle_notification = handle_notification  # type: ignore[method-assign]
+        self.es = es
+
+    def _close_private_loop(self) -> None:
+        es = self.es
+        loop: asyncio.AbstractEventLoop | None = es._socket_loop
+        if loop is None or loop.is_closed():
+            return
+
+        async def release() -> None:
+            for conn in (es._connection, es._reconnect.connection if es._reconnect else None):
+                if conn is not None and not conn.closed:
+                    await conn.close()
+            if es._session is not None and not es._session.closed:
+                await es._session.close()
+
+        try:
+            es._closing = True
+            # Tasks first: a reconnect still running could otherwise open a new session after release().
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            loop.run_until_complete(release())
+            loop.run_until_complete(loop.shutdown_asyncgens())
+        except Exception as e:
+            log.warning("eventsub_loop_cleanup_failed", bot=self._bot, error=type(e).__name__)
+        finally:
+            loop.close()
+
+    @property
+    def alive(self) -> bool:
+        return not self.finished.is_set()
+
+    @property
+    def connected(self) -> bool:
+        conn = self.es._connection
+        return self.alive and conn is not None and not conn.closed
+
+    @property
+    def session_id(self) -> str | None:
+        s = self.es.active_session
+        return s.id if s is not None else None
+
+    async def start(self) -> None:
+        try:
+            await off_loop(self.es.start, self._timeout, f"eventsub-start-{self._bot}")
+        except TimeoutError:
+            self.es._startup_complete = True
+            url = self.es.connection_url
+            raise TwitchError(f"EventSub at {url} sent no welcome within {self._timeout:g}s") from None
+        if not self.alive or self.es.active_session is None:
+            raise TwitchError(f"cannot connect to EventSub at {self.es.connection_url}")
+        log.info("eventsub_connected", bot=self._bot, session_id=self.session_id)
+
+    async def stop(self) -> None:
+        """Always leaves the thread finished (or, at worst, a daemon thread told to close)."""
+        es = self.es
+        if self.alive and es._running:
+            try:
+                await off_loop(lambda: asyncio.run(es.stop()),  # type: ignore[no-untyped-call]
+                                self._timeout, f"eventsub-stop-{self._bot}")
+            except Exception as e:
+                log.warning("eventsub_stop_failed", bot=self._bot, error=type(e).__name__)
+        es._running = False
+        es._closing = True  # ends its keep-alive loop whatever state stop() left behind
+        with contextlib.suppress(TimeoutError):
+            await off_loop(lambda: self.finished.wait(self._timeout), self._timeout + 1, f"eventsub-join-{self._bot}")
+        if self.alive:
+            log.warning("eventsub_thread_lingers", bot=self._bot)
+
+    async def _on_its_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
+        loop = self.es._socket_loop
+        if loop is None or loop.is_closed() or not self.alive:
+            raise TwitchError("EventSub is not running")
+        coro = make()
+        try:
+            fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        except RuntimeError:
+            coro.close()
+            raise TwitchError("EventSub is not running") from None
+        async with asyncio.timeout(self._timeout):
+            return await asyncio.wrap_future(fut)
+
+    async def subscribe(self, sub_type: str, condition: dict[str, str]) -> str:
+        async def unused(raw: _Raw) -> None:  # twitchAPI wants a callback; handle_notification delivers instead
+            self._deliver(raw.payload)
+
+        return await self._on_its_loop(lambda: self.es._subscribe(sub_type, "1", condition, unused, _Raw))
+
+    def subscription_ids(self, sub_type: str, broadcaster_id: str) -> list[str]:
+        subs = dict(self.es._active_subscriptions)  # the library swaps ids when it resubscribes
+        return [sid for sid, s in subs.items()
+                if s["sub_type"] == sub_type and s["condition"].get("broadcaster_user_id") == broadcaster_id]
+
+    async def unsubscribe(self, sub_id: str) -> bool:
+        return bool(await self._on_its_loop(lambda: self.es.unsubscribe_topic(sub_id)))
+
+
+# --- the bot ---------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    sent: bool
+    text: str | None  # what was (or would have been) sent, after truncation
+    message_id: str | None = None
+    drop_reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TwitchStatus:
+    bot: str
+    connected: bool
+    session_id: str | None
+    channels: tuple[str, ...]
+    live_channels: tuple[str, ...]
+    last_event_at: datetime | None
+    reconnects: int
+
+    def as_json(self) -> dict[str, Any]:
+        """For ``/healthz``."""
+        return {"bot": self.bot, "connected": self.connected, "session_id": self.session_id,
+                "channels": list(self.channels), "live_channels": list(self.live_channels),
+                "last_event_at": self.last_event_at.isoformat() if self.last_event_at else None,
+                "reconnects": self.reconnects}
+
+
+@dataclass
+class _Op:
+    kind: str  # "live" | "channels"
+    args: tuple[Any, ...] = ()
+    done: asyncio.Future[None] | None = None
+
+
+class TwitchBot:
+    """One bot account: ``async with TwitchBot(...) as bot:`` connects; ``send``, ``set_channels``, ``status``."""
+
+    def __init__(
+        self,
+        twitch_cfg: TwitchConfig,
+        bot_cfg: BotConfig,
+        *,
+        token_store: TokenStore,
+        on_chat: OnChat,
+        on_live: OnLive,
+        limiter: SendLimiter | None = None,
+        rng: random.Random | None = None,
+        validate_interval_s: float = 3600.0,
+        health_interval_s: float = 1.0,
+        dead_after_s: float = 30.0,
+        timeout_s: float = 20.0,
+        backoff: Backoff | None = None,
+        dedupe_size: int = 4096,
+    ) -> None:
+        self._cfg = twitch_cfg
+        self._bot = bot_cfg
+        self.name = bot_cfg.name
+        self._store = token_store
+        self._on_chat = on_chat
+        self._on_live = on_live
+        self.limiter = limiter or SendLimiter()
+        self._validate_interval = validate_interval_s
+        self._health_interval = health_interval_s
+        self._dead_after = dead_after_s
+        self._timeout = timeout_s
+        self._backoff = backoff or Backoff(rng=rng or random.Random())
+        self._dedupe = Dedupe(dedupe_size)
+        self._auth = AuthClient(twitch_cfg)
+        self._auth_lock = asyncio.Lock()
+        self._wanted: tuple[str, ...] = bot_cfg.channels
+        self._ids: dict[str, str] = {}  # channel login -> broadcaster user id
+        self._live: dict[str, datetime] = {}
+        self._ops: asyncio.Queue[_Op] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._es: _EventSub | None = None
+        self._started: list[_EventSub] = []  # every client whose thread may still run, for the final sweep
+        self._session_seen: str | None = None
+        self._down_since: float | None = None
+        self._retry_at = 0.0
+        self._reconnects = 0
+        self._last_event_at: datetime | None = None
+        self._fatal: asyncio.Future[None] | None = None
+        self._closing = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tokens: TokenSet | None = None
+        self._twitch: Twitch | None = None
+
+    def __repr__(self) -> str:
+        return f"TwitchBot({self.name!r}, account={self._bot.account!r})"
+
+    # --- lifecycle ---
+    async def __aenter__(self) -> TwitchBot:
+        self._loop = asyncio.get_running_loop()
+        self._fatal = self._loop.create_future()
+        try:
+            stored = self._store.load()
+        except TwitchError as e:  # unreadable file: a new `chatmood auth` rewrites it
+            raise AuthError(self.name, str(e)) from None
+        if stored is None:
+            raise AuthError(self.name, f"no token stored in {self._store.path}")
+        tokens = await checked_tokens(self._auth, stored, self.name, self._bot.account)
+        self._store_tokens(tokens, stored)
+        self._twitch = Twitch(self._cfg.client_id,
+                              self._cfg.client_secret.get_secret_value() if self._cfg.client_secret else None,
+                              authenticate_app=False, base_url=self._cfg.api_url,
+                              auth_base_url=oauth_base(self._cfg.auth_url))
+        self._twitch.auto_refresh_auth = False  # refresh is ours (see the module docstring)
+        await self._use_tokens(tokens)
+        if self._bot.account in self._wanted:  # the broadcaster of its own channel
+            self.limiter.set_privileged(self._bot.account, True)
+        try:
+            try:
+                await self._resolve(self._wanted)
+            except (TwitchAPIException, aiohttp.ClientError, OSError) as e:
+                raise TwitchError(f"bot {self.name!r}: the Twitch API at {self._cfg.api_url} failed: "
+                                  f"{type(e).__name__}: {str(e)[:200]}") from None
+            try:
+                await self._connect()
+            except (TwitchError, TwitchAPIException, aiohttp.ClientError, OSError) as e:
+                log.warning("twitch_connect_failed", bot=self.name, error=f"{type(e).__name__}: {str(e)[:200]}")
+                await self._drop_connection()
+                self._retry_at = time.monotonic() + self._backoff.next_delay()
+            self._tasks = [
+                asyncio.create_task(self._supervise(), name=f"twitch-{self.name}-supervise"),
+                asyncio.create_task(self._validate_loop(), name=f"twitch-{self.name}-validate"),
+            ]
+        except BaseException:
+            await self._stop_all()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._closing = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks = []
+        await self._stop_all()
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_result(None)  # wait() returns: a clean stop
+        log.info("twitch_closed", bot=self.name)
+
+    async def wait(self) -> None:
+        """Blocks while the bot runs; raises ``AuthError`` once its token is revoked; returns after a clean exit."""
+        assert self._fatal is not None, "use `async with TwitchBot(...)` first"
+        await asyncio.shield(self._fatal)
+
+    def status(self) -> TwitchStatus:
+        return TwitchStatus(
+            bot=self.name,
+            connected=self._es is not None and self._es.connected,
+            session_id=self._es.session_id if self._es else None,
+            channels=tuple(self._wanted),
+            live_channels=tuple(sorted(self._live)),
+            last_event_at=self._last_event_at,
+            reconnects=self._reconnects,
+        )
+
+    def subscription_ids(self, sub_type: str, channel: str) -> list[str]:
+        """The EventSub subscription ids this bot holds for ``channel`` (diagnostics and tests)."""
+        if self._es is None or channel not in self._ids:
+            return []
+        return self._es.subscription_ids(sub_type, self._ids[channel])
+
+    @property
+    def user_id(self) -> str:
+        return self._tokens.user_id if self._tokens else ""
+
+    # --- tokens ---
+    def _store_tokens(self, new: TokenSet, old: TokenSet | None) -> None:
+        if old is None or new.access_token != old.access_token or new.user_id != old.user_id:
+            self._store.save(new)
+        self._tokens = new
+
+    async def _use_tokens(self, tokens: TokenSet) -> None:
+        assert self._twitch is not None
+        scopes = [AuthScope(s) for s in tokens.scopes if s in AuthScope._value2member_map_]
+        self._twitch._user_token_refresh_lock = False  # never let a stuck library refresh spin us
+        await self._twitch.set_user_authentication(
+            tokens.access_token.get_secret_value(), scopes,
+            tokens.refresh_token.get_secret_value() if tokens.refresh_token else None, validate=False)
+
+    async def _revalidate(self, *, force_refresh: bool = False) -> None:
+        """Validate (refreshing when needed or asked) under one lock; a refused refresh is fatal."""
+        async with self._auth_lock:
+            assert self._tokens is not None
+            old = self._tokens
+            try:
+                if force_refresh:
+                    new = await self._auth.refresh(old)
+                    new = await checked_tokens(self._auth, new, self.name, self._bot.account)
+                else:
+                    new = await checked_tokens(self._auth, old, self.name, self._bot.account)
+                    if new.expires_at is not None and new.expires_at - time.time() < self._validate_interval + 300:
+                        new = await checked_tokens(self._auth, await self._auth.refresh(new), self.name,
+                                                   self._bot.account)
+            except AuthRejected as e:
+                self._fail(AuthError(self.name, f"Twitch refused the token refresh ({e.reason})"))
+                raise self._fatal_error() from None
+            except AuthError as e:
+                self._fail(e)
+                raise
+            self._store_tokens(new, old)
+            if new.access_token != old.access_token:
+                await self._use_tokens(new)
+                log.info("token_refreshed", bot=self.name)
+            else:
+                log.info("token_validated", bot=self.name)
+
+    def _fail(self, error: AuthError) -> None:
+        log.error("twitch_bot_stopped", bot=self.name, reason=error.problem)
+        if self._fatal is not None and not self._fatal.done():
+            self._fatal.set_exception(error)
+
+    def _fatal_error(self) -> BaseException:
+        assert self._fatal is not None and self._fatal.done()
+        return self._fatal.exception() or TwitchError("stopped")
+
+    async def _validate_loop(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(self._validate_interval)
+            try:
+                await self._revalidate()
+            except AuthError:
+                return  # the supervisor sees the failure and drops the connection
+            except TwitchError as e:  # Twitch unreachable: try again next round
+                log.warning("token_validation_failed", bot=self.name, error=str(e))
+
+    async def _helix(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A Helix call; on 401 refresh once (guarded) and retry."""
+        try:
+            return await call()
+        except UnauthorizedException:
+            await self._revalidate(force_refresh=True)
+            return await call()
+
+    # --- channels ---
+    async def _resolve(self, channels: Iterable[str]) -> None:
+        assert self._twitch is not None
+        missing = [c for c in channels if c not in self._ids]
+        for i in range(0, len(missing), 100):
+            chunk = missing[i:i + 100]
+            twitch = self._twitch
+
+            async def users(chunk: list[str] = chunk, twitch: Twitch = twitch) -> list[Any]:
+                return [u async for u in twitch.get_users(logins=chunk)]
+
+            for u in await self._helix(users):
+                self._ids[u.login] = u.id
+        unknown = [c for c in channels if c not in self._ids]
+        if unknown:
+            log.error("twitch_channels_unknown", bot=self.name, channels=unknown)
+
+    async def _live_now(self, channels: Iterable[str]) -> dict[str, datetime]:
+        assert self._twitch is not None
+        ids = [self._ids[c] for c in channels if c in self._ids]
+        out: dict[str, datetime] = {}
+        for i in range(0, len(ids), 100):
+            chunk = ids[i:i + 100]
+            twitch = self._twitch
+
+            async def streams(chunk: list[str] = chunk, twitch: Twitch = twitch) -> list[Any]:
+                return [s async for s in twitch.get_streams(user_id=chunk, first=100)]
+
+            for s in await self._helix(streams):
+                if s.type == "live":
+                    out[s.user_login.lower()] = parse_ts(s.started_at)
+        return out
+
+    async def set_channels(self, channels: Iterable[str]) -> None:
+        """Reload: follow exactly ``channels`` (logins), keeping what stays subscribed as it is."""
+        assert self._loop is not None
+        done = self._loop.create_future()
+        self._ops.put_nowait(_Op("channels", (tuple(dict.fromkeys(c.lower() for c in channels)),), done))
+        await done
+
+    # --- connection ---
+    async def _connect(self) -> None:
+        assert self._twitch is not None
+        self._es = _EventSub(self._twitch, self._cfg, self._from_thread, bot=self.name, timeout_s=self._timeout)
+        self._started = [es for es in self._started if es.alive] + [self._es]
+        await self._es.start()
+        self._session_seen = self._es.session_id
+        for ch in self._wanted:
+            await self._watch_stream(ch)
+        for ch in list(self._live):
+            await self._subscribe_chat(ch)
+        await self._reconcile(self._wanted)
+        self._down_since = None
+        self._backoff.reset()
+
+    async def _stop_all(self) -> None:
+        await self._drop_connection()
+        for es in self._started:  # also any whose stop was interrupted by a cancellation
+            if es.alive:
+                await es.stop()
+        self._started = []
+
+    async def _drop_connection(self) -> None:
+        es, self._es = self._es, None
+        if es is not None:
+            await es.stop()
+
+    async def _es_subscribe(self, sub_type: str, condition: dict[str, str]) -> str:
+        """Subscribe; on a refused token validate (refreshing it) and try once more."""
+        assert self._es is not None
+        try:
+            return await self._es.subscribe(sub_type, condition)
+        except EventSubSubscriptionError as e:
+            if "oauth" not in str(e).lower() and "unauthorized" not in str(e).lower():
+                raise
+            await self._revalidate()  # a revoked token ends here with AuthError (fatal)
+            if self._es is None:
+                raise TwitchError("EventSub is not running") from None
+            return await self._es.subscribe(sub_type, condition)
+
+    async def _watch_stream(self, channel: str) -> None:
+        if channel not in self._ids or self._es is None:
+            return
+        for sub_type in ("stream.online", "stream.offline"):
+            if not self._es.subscription_ids(sub_type, self._ids[channel]):
+                try:
+                    await self._es_subscribe(sub_type, {"broadcaster_user_id": self._ids[channel]})
+                except (TwitchAPIException, TwitchError, TimeoutError, LookupError, TypeError) as e:
+                    # LookupError/TypeError: an answer without Twitch's documented {"data": [...]} shape
+                    log.warning("subscribe_failed", bot=self.name, channel=channel, type=sub_type, error=str(e))
+
+    async def _subscribe_chat(self, channel: str) -> None:
+        if channel not in self._ids or self._es is None:
+            return
+        if self._es.subscription_ids("channel.chat.message", self._ids[channel]):
+            return
+        try:
+            await self._es_subscribe("channel.chat.message",
+                                     {"broadcaster_user_id": self._ids[channel], "user_id": self.user_id})
+            log.info("chat_subscribed", bot=self.name, channel=channel)
+        except (TwitchAPIException, TwitchError, TimeoutError, LookupError, TypeError) as e:
+            # e.g. the Twitch CLI answers 400 for channel.chat.message; a missing channel:bot grant does too
+            log.warning("chat_subscribe_failed", bot=self.name, channel=channel, error=str(e)[:200])
+
+    async def _unsubscribe(self, sub_type: str, channel: str) -> None:
+        if self._es is None or channel not in self._ids:
+            return
+        for sid in self._es.subscription_ids(sub_type, self._ids[channel]):
+            try:
+                await self._es.unsubscribe(sid)
+            except (TwitchAPIException, TwitchError, TimeoutError) as e:
+                log.warning("unsubscribe_failed", bot=self.name, channel=channel, type=sub_type, error=str(e)[:200])
+
+    async def _reconcile(self, channels: Iterable[str]) -> None:
+        """Events fire only on transitions: ask Get Streams who is live and queue the differences."""
+        channels = tuple(channels)
+        live = await self._live_now(channels)
+        now = datetime.now(UTC)
+        for ch in channels:
+            if ch in live and ch not in self._live:
+                self._ops.put_nowait(_Op("live", (ch, True, live[ch])))
+            elif ch not in live and ch in self._live:
+                self._ops.put_nowait(_Op("live", (ch, False, now)))
+
+    # --- notifications: from the library's thread into our loop ---
+    def _from_thread(self, payload: dict[str, Any]) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closing: nothing left to deliver to
+            loop.call_soon_threadsafe(self._notification, payload)
+
+    def _notification(self, payload: dict[str, Any]) -> None:
+        metadata = payload.get("metadata") or {}
+        mid = metadata.get("message_id")
+        if mid is not None and not self._dedupe.first_time(str(mid)):
+            log.debug("notification_duplicate", bot=self.name, message_id=mid)
+            return
+        self._last_event_at = datetime.now(UTC)
+        sub_type = (payload.get("subscription") or {}).get("type")
+        event = payload.get("event") or {}
+        try:
+            if sub_type == "channel.chat.message":
+                line = chat_line_from_event(event, metadata)
+                if line.channel not in self._live:
+                    return  # after offline, chat is no longer read
+                if line.user_id == self.user_id:
+                    self.limiter.set_privileged(line.channel, line.is_privileged)
+                self._on_chat(line)
+            elif sub_type in ("stream.online", "stream.offline"):
+                # By id: logins can change, and the Twitch CLI's mock events carry made-up logins.
+                bid = str(event.get("broadcaster_user_id", ""))
+                channel = next((c for c, i in self._ids.items() if i == bid),
+                               str(event.get("broadcaster_user_login", "")).lower())
+                online = sub_type == "stream.online"
+                at = parse_ts(event["started_at"]) if online and event.get("started_at") else parse_ts(
+                    metadata.get("message_timestamp") or datetime.now(UTC))
+                log.info("stream_" + ("online" if online else "offline"), bot=self.name, channel=channel)
+                self._ops.put_nowait(_Op("live", (channel, online, at)))
+            else:
+                log.debug("notification_ignored", bot=self.name, type=sub_type)
+        except Exception:
+            log.exception("notification_failed", bot=self.name, type=sub_type, message_id=mid)
+
+    # --- the supervisor task ---
+    async def _supervise(self) -> None:
+        while not self._closing:
+            # asyncio.timeout, not wait_for: in 3.11 wait_for can swallow a cancellation that coincides
+            # with the queue handing out an item, and this loop would then never end.
+            try:
+                async with asyncio.timeout(self._health_interval):
+                    op = await self._ops.get()
+            except TimeoutError:
+                op = None
+            if self._fatal is not None and self._fatal.done():
+                await self._drop_connection()
+                if op and op.done and not op.done.done():
+                    op.done.set_exception(self._fatal_error())
+                continue
+            try:
+                if op is None:
+                    await self._check_health()
+                elif op.kind == "live":
+                    await self._apply_live(*op.args)
+                elif op.kind == "channels":
+                    await self._apply_channels(*op.args)
+                if op and op.done and not op.done.done():
+                    op.done.set_result(None)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:
+                log.exception("twitch_op_failed", bot=self.name, op=op.kind if op else "health")
+                if op and op.done and not op.done.done():
+                    op.done.set_exception(e)
+
+    async def _apply_live(self, channel: str, live: bool, at: datetime) -> None:
+        if channel not in self._wanted:
+            return
+        if live and channel not in self._live:
+            self._live[channel] = at
+            await self._call_on_live(channel, True, at)
+            await self._subscribe_chat(channel)
+        elif not live and channel in self._live:
+            await self._unsubscribe("channel.chat.message", channel)
+            del self._live[channel]
+            await self._call_on_live(channel, False, at)
+
+    async def _call_on_live(self, channel: str, live: bool, at: datetime) -> None:
+        try:
+            result = self._on_live(channel, live, at)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            log.exception("on_live_failed", bot=self.name, channel=channel, live=live)
+
+    async def _apply_channels(self, channels: tuple[str, ...]) -> None:
+        removed = [c for c in self._wanted if c not in channels]
+        added = [c for c in channels if c not in self._wanted]
+        self._wanted = channels
+        now = datetime.now(UTC)
+        for ch in removed:
+            await self._unsubscribe("stream.online", ch)
+            await self._unsubscribe("stream.offline", ch)
+            if ch in self._live:
+                await self._unsubscribe("channel.chat.message", ch)
+                del self._live[ch]
+                await self._call_on_live(ch, False, now)
+        if added:
+            await self._resolve(added)
+            for ch in added:
+                await self._watch_stream(ch)
+            await self._reconcile(added)
+        log.info("twitch_channels_set", bot=self.name, added=added, removed=removed)
+
+    async def _check_health(self) -> None:
+        now = time.monotonic()
+        es = self._es
+        if es is not None and es.connected:
+            self._down_since = None
+            if es.session_id != self._session_seen:  # the library reconnected by itself: events may be lost
+                log.info("eventsub_session_changed", bot=self.name, session_id=es.session_id)
+                self._session_seen = es.session_id
+                self._reconnects += 1
+                await self._reconcile(self._wanted)
+            return
+        if es is not None and es.alive:
+            if self._down_since is None:
+                self._down_since = now
+            if now - self._down_since < self._dead_after:
+                return  # the library is reconnecting by itself
+        if es is not None:
+            log.warning("eventsub_lost", bot=self.name, thread_alive=es.alive)
+            await self._drop_connection()
+            self._retry_at = now + self._backoff.next_delay()
+            return
+        if now < self._retry_at:
+            return
+        self._reconnects += 1
+        try:
+            await self._connect()
+            log.info("eventsub_reconnected", bot=self.name, attempt=self._backoff.failures)
+        except Exception as e:  # anything from Twitch or the network: back off and try again
+            delay = self._backoff.next_delay()
+            log.warning("eventsub_reconnect_failed", bot=self.name, error=str(e)[:200], retry_in_s=round(delay, 2))
+            await self._drop_connection()
+            self._retry_at = time.monotonic() + delay
+
+    # --- sending ---
+    async def send(self, channel: str, text: str, reply_to: str | None = None) -> SendResult:
+        """Send through Helix Send Chat Message, gated by this account's :class:`SendLimiter`."""
+        channel = channel.lower()
+        broadcaster = self._ids.get(channel)
+        if broadcaster is None or self._twitch is None:
+            log.warning("send_unknown_channel", bot=self.name, channel=channel)
+            return SendResult(False, None, drop_reason="unknown_channel")
+        final = await self.limiter.acquire(channel, text)
+        if final is None:
+            return SendResult(False, None, drop_reason="rate_limited")
+        twitch = self._twitch
+        try:
+            resp = await self._helix(lambda: twitch.send_chat_message(broadcaster, self.user_id, final, reply_to))
+        except (TwitchAPIException, TwitchError, OSError, TimeoutError) as e:
+            log.warning("send_failed", bot=self.name, channel=channel, error=type(e).__name__, detail=str(e)[:200])
+            return SendResult(False, final, drop_reason=type(e).__name__)
+        if not resp.is_sent:
+            code = resp.drop_reason.code if resp.drop_reason else "unknown"
+            log.warning("send_dropped_by_twitch", bot=self.name, channel=channel, code=code,
+                        reason=resp.drop_reason.message if resp.drop_reason else "")
+            return SendResult(False, final, drop_reason=code)
+        log.info("message_sent", bot=self.name, channel=channel, message_id=resp.message_id)
+        return SendResult(True, final, message_id=resp.message_id)
