@@ -73,7 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path)
     sp.add_argument("--channel", help="channel name (default: the one the log names; required for logs that name none)")
     pace = sp.add_mutually_exclusive_group()
-    pace.add_argument("--speed", type=_positive(float), default=None, help="scale real arrival times (2 = twice as fast)")
+    pace.add_argument(
+        "--speed", type=_positive(float), default=None, help="scale real arrival times (2 = twice as fast)"
+    )
     pace.add_argument("--max-rate", type=_positive(float), default=None, help="as fast as allowed, up to N msg/s")
     config_arg(sp)
 

@@ -27,7 +27,12 @@ _SCRUB = (
     ),
 )
 # Libraries whose records we route through our renderer, and how chatty they may be.
-_FOREIGN = {"twitchAPI": logging.INFO, "aiohttp": logging.WARNING, "pymongo": logging.WARNING, "asyncio": logging.WARNING}
+_FOREIGN = {
+    "twitchAPI": logging.INFO,
+    "aiohttp": logging.WARNING,
+    "pymongo": logging.WARNING,
+    "asyncio": logging.WARNING,
+}
 
 
 def scrub(text: str) -> str:

@@ -31,9 +31,7 @@ def restart_needed(old: Config, new: Config) -> list[str]:
 
 
 class Reloader:
-    def __init__(
-        self, path: Path, current: Config, apply: ApplyFn, environ: Mapping[str, str] | None = None
-    ) -> None:
+    def __init__(self, path: Path, current: Config, apply: ApplyFn, environ: Mapping[str, str] | None = None) -> None:
         self.path = path
         self.current = current
         self._apply = apply

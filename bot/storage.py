@@ -96,6 +96,8 @@ class MessageDoc(Document):
     emote_ends: list[int] = Field(default_factory=list)
     reply_to: str | None = None
     received_at: datetime
+    # Ingest order (ns clock): BSON dates keep milliseconds, so this breaks ties in "latest message" queries.
+    seq: int = 0
     label: str | None = None
     confidence: float | None = None
     probs: dict[str, float] | None = None
@@ -183,7 +185,7 @@ def _safe_text(text: str) -> str:
     return text
 
 
-def message_document(line: ChatLine, received_at: datetime) -> Doc:
+def message_document(line: ChatLine, received_at: datetime, seq: int = 0) -> Doc:
     """The ``messages`` document for a chat line (the writer inserts these as plain dicts, for speed).
 
     Empty optional fields (no badges, no emotes, not a reply, no channel id) are left out: FerretDB's
@@ -199,6 +201,7 @@ def message_document(line: ChatLine, received_at: datetime) -> Doc:
         "text": _safe_text(line.text),
         "sent_at": line.sent_at,
         "received_at": received_at,
+        "seq": seq,
     }
     if line.channel_id:
         doc["channel_id"] = line.channel_id
@@ -413,7 +416,7 @@ class MessageWriter:
     def submit(self, line: ChatLine) -> None:
         """Queue one message for insertion. Never blocks on the database."""
         self._stats.received += 1
-        self._push(("insert", message_document(line, _utcnow()), None))
+        self._push(("insert", message_document(line, _utcnow(), time.time_ns()), None))
 
     def submit_verdict(self, message_id: str, verdict: Verdict) -> None:
         """Queue a classification; it is applied after the insert of that message."""
@@ -841,7 +844,7 @@ class Storage:
         async with self._query("latest_message_by"):
             found = (
                 await MessageDoc.find({"channel": channel, "user_login": user_login.lower().removeprefix("@")})
-                .sort("-sent_at")
+                .sort("-sent_at", "-seq")
                 .limit(1)
                 .to_list()
             )
@@ -853,7 +856,7 @@ class Storage:
         if classified_only:
             query["label"] = {"$ne": None}
         async with self._query("recent_messages"):
-            return await MessageDoc.find(query).sort("-sent_at").limit(limit).to_list()
+            return await MessageDoc.find(query).sort("-sent_at", "-seq").limit(limit).to_list()
 
     async def count_messages(self, channel: str | None = None) -> int:
         async with self._query("count_messages"):
