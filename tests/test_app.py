@@ -123,7 +123,7 @@ def make_config(tmp_path: Path, fake: FakeTwitch, ferretdb: DevDb, database: str
 
 async def eventually(predicate: Any, within_s: float = 20.0) -> None:
     async with asyncio.timeout(within_s):
-        while not await predicate():
+        while not await predicate():  # noqa: ASYNC110 - polling the database: there is no event to wait on
             await asyncio.sleep(0.05)
 
 
