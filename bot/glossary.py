@@ -1,0 +1,209 @@
+"""A hand-written glossary of Twitch emotes and chat slang, as mood priors.
+
+Every entry maps a token (matched case-insensitively, surrounding punctuation ignored) or an emoji to weights over
+the default categories ``hype funny love neutral sad angry``. The glossary is a *prior*: the head learns how much to
+trust it. It matters most when few labels exist (cold start), where the emotes carry most of the meaning of a
+three-word message.
+
+Configured categories other than the defaults get a default category's weight when the names match; otherwise the
+weight flows to the configured categories of the same valence (split evenly), and to ``neutral`` when none has it.
+
+The entries cover the emotes of 2018 chat (Kappa, LUL, PogChamp, BibleThump, ...) and of today's 7TV/BTTV/FFZ chat
+(KEKW, Sadge, catJAM, ICANT, Aware, Clueless, ...). Written by the chatmood authors from their own reading of how the
+emotes are used; nothing here is copied from a dataset.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from bot.config import DEFAULT_CATEGORIES, Category
+
+DEFAULT_NAMES: tuple[str, ...] = tuple(c.name for c in DEFAULT_CATEGORIES)
+_DEFAULT_VALENCE: dict[str, int] = {c.name: c.valence for c in DEFAULT_CATEGORIES}
+
+# token -> "category[:weight] category[:weight] ...". Weights default to 1 and are normalised to sum 1.
+_ENTRIES = """
+# --- laughter
+kekw funny        kekl funny        kekwait funny:0.6 neutral:0.4   omegalul funny     lulw funny
+lul funny         lol funny         lmao funny        lmfao funny       rofl funny         xd funny
+kek funny         haha funny        hahaha funny      hah funny         ahaha funny        jaja funny
+4head funny       elegiggle funny   pepelaugh funny   pepelaughing funny  lulwut funny:0.6 neutral:0.4
+zulul funny       haha funny        kekg funny        ooo funny:0.5 hype:0.5   dead funny:0.7 sad:0.3
+lmaooo funny      icant funny       pepega funny:0.6 angry:0.4   kappa funny:0.7 neutral:0.3
+keepo funny:0.6 neutral:0.4   kappapride funny:0.6 love:0.4   trihard funny:0.5 hype:0.5
+haHAA funny:0.7 angry:0.3   forsene funny:0.7 neutral:0.3   omegadanse funny:0.6 hype:0.4
+jebaited funny:0.8 neutral:0.2  troll funny:0.7 angry:0.3   trolldespair funny:0.6 sad:0.4
+clueless funny:0.7 neutral:0.3   aware funny:0.5 sad:0.5   copium funny:0.5 sad:0.5   hopium hype:0.5 funny:0.5
+bruh funny:0.5 angry:0.5   lmfaooo funny   xqcl love   xdd funny   kkona funny:0.6 hype:0.4
+# --- hype and praise
+pog hype          pogchamp hype     poggers hype      pogu hype         poggies hype       pogg hype
+letsgo hype       lets hype:0.7 neutral:0.3   go hype:0.4 neutral:0.6   gogo hype     gogogo hype
+hypers hype       hype hype         pagchomp hype     pagman hype       pogslide hype      pauseman hype:0.5 neutral:0.5
+pausechamp hype:0.6 neutral:0.4   kreygasm hype:0.7 love:0.3   swiftrage hype:0.4 angry:0.6
+clap hype:0.6 love:0.4   peepoclap hype:0.6 love:0.4   ez hype:0.6 angry:0.4   ezy hype:0.6 angry:0.4
+ezclap hype:0.7 angry:0.3
+gigachad hype     chad hype         based hype:0.7 funny:0.3   w hype     dub hype     insane hype       clutch hype
+nice hype:0.6 love:0.4   wow hype:0.8 neutral:0.2   omg hype:0.6 neutral:0.4   holy hype   pogo hype:0.4 angry:0.6
+gg hype:0.6 love:0.4   ggwp hype:0.5 love:0.5   wp hype:0.5 love:0.5   goat hype:0.7 love:0.3   cracked hype
+catjam hype:0.7 love:0.3   ratjam hype:0.6 funny:0.4   pepejam hype:0.6 love:0.4   peped hype:0.6 funny:0.4
+vibe hype:0.5 love:0.5   vibing hype:0.5 love:0.5   blobdance hype:0.6 love:0.4   forsenpls hype:0.6 funny:0.4
+feelsstrongman hype:0.6 sad:0.4   feelsgoodman love:0.6 hype:0.4   feelsamazingman love:0.6 hype:0.4
+seemsgood hype:0.5 love:0.5   batchest hype:0.6 funny:0.4   pogbones hype   eleague hype
+huh neutral:0.5 funny:0.5   wait neutral   waytoodank funny:0.6 hype:0.4   gachigasm hype:0.5 funny:0.5
+gachibass hype:0.6 funny:0.4   gachihyper hype:0.6 funny:0.4   pepegaclap hype:0.4 funny:0.6
+# --- love and support
+<3 love           ily love          love love         luv love          cute love          wholesome love
+ty love           thx love          thanks love       thank love        tyty love          hug love
+hugs love         peepohappy love   widepeepohappy love   peepolove love    peepoglad love    bibleluv love
+heyguys love:0.5 neutral:0.5   vohiyo love:0.6 neutral:0.4   hi neutral:0.6 love:0.4   hello neutral:0.6 love:0.4
+hey neutral:0.7 love:0.3   welcome love   congrats love:0.6 hype:0.4   gz love:0.5 hype:0.5   grats love:0.5 hype:0.5
+sweet love:0.6 hype:0.4   beautiful love   adorable love   bless love   blessed love   kind love   pat love
+peepopat love     pettheblob love   comfy love   okayge neutral:0.6 love:0.4   xqcl love   prayge love:0.5 sad:0.5
+# --- sadness and sympathy
+sadge sad         biblethump sad    pepehands sad     feelsbadman sad   widepeeposad sad   peeposad sad
+rip sad           f sad:0.6 neutral:0.4   unlucky sad   sad sad   cry sad   crying sad   deadge sad:0.7 funny:0.3
+notlikethis sad:0.6 angry:0.4   nooo sad:0.6 angry:0.4   no neutral:0.5 angry:0.3 sad:0.2   rip sad
+sadcat sad   pepemeltdown sad:0.5 angry:0.5   despair sad   hasdespair sad   sadkek sad:0.5 funny:0.5
+feelsweirdman angry:0.6 neutral:0.4   feelsokayman neutral:0.6 sad:0.4   lonely sad   miss sad:0.7 love:0.3
+sorry sad:0.6 love:0.4   condolences sad   unfortunate sad   oof sad:0.6 funny:0.4   pain sad   hurts sad
+l sad:0.4 angry:0.6   bedge neutral:0.6 sad:0.4   residentsleeper angry:0.6 sad:0.4   sleeper angry:0.5 sad:0.5
+monkas sad:0.5 neutral:0.5   monkaw sad:0.5 neutral:0.5   monkaomega sad:0.5 neutral:0.5   wutface angry:0.5 sad:0.5
+# --- anger, insults, frustration
+weirdchamp angry  4weird angry      madge angry       dansgame angry    babyrage angry     cmonbruh angry
+pogo angry:0.6 hype:0.4   stfu angry   wtf angry:0.7 neutral:0.3   trash angry   garbage angry   hate angry
+hater angry   toxic angry   boring angry:0.6 sad:0.4   cringe angry:0.8 funny:0.2   worst angry   awful angry
+terrible angry   dumb angry   stupid angry   idiot angry   noob angry   shit angry:0.7 funny:0.3
+fuck angry:0.6 hype:0.2 funny:0.2   fucking angry:0.5 hype:0.3 funny:0.2   ban angry   scam angry   rigged angry
+ratio angry:0.6 funny:0.4   mald angry:0.6 funny:0.4   malding angry:0.6 funny:0.4   mad angry   tilted angry
+annoying angry   shut angry   kys angry   loser angry   clown angry:0.7 funny:0.3   ff angry:0.6 sad:0.4
+smh angry:0.7 sad:0.3   ugh angry:0.6 sad:0.4   yikes angry:0.6 sad:0.4   fail angry:0.5 sad:0.5   bad angry
+stare angry:0.5 neutral:0.5   susge neutral:0.6 angry:0.4   modcheck neutral   reported angry   bald angry:0.5 funny:0.5
+# --- plain talk
+chatting neutral  hmm neutral       hmmm neutral      monkahmm neutral   ok neutral   okay neutral   k neutral
+what neutral      why neutral       who neutral       when neutral       how neutral   where neutral
+yes neutral   yeah neutral   yep neutral   nope neutral   maybe neutral   true neutral   same neutral
+question neutral   thinking neutral   think neutral   ? neutral   wuh neutral   ??? neutral
+"""
+
+_EMOJI = """
+😂 funny   🤣 funny   💀 funny:0.8 sad:0.2   😆 funny   😹 funny   🤡 funny:0.5 angry:0.5
+🔥 hype    🚀 hype    🎉 hype:0.6 love:0.4   👏 hype:0.6 love:0.4   💪 hype   😮 hype:0.6 neutral:0.4   🐐 hype
+❤ love     ♥ love     💜 love    💙 love    💖 love    💕 love    🥰 love    😍 love    🥺 love:0.5 sad:0.5
+🙏 love:0.6 sad:0.4   🤗 love   😊 love   🙂 love:0.5 neutral:0.5   ☺ love
+😭 sad:0.6 funny:0.4   😢 sad   😞 sad   💔 sad   😔 sad   😿 sad
+😡 angry   🤬 angry   😠 angry   🖕 angry   🙄 angry:0.7 neutral:0.3   😤 angry:0.6 hype:0.4
+🤔 neutral   😐 neutral   ❓ neutral   👀 neutral
+"""
+
+_STRIP = "!?.,:;\"'()[]{}*~`_-"
+_RUN = re.compile(r"(.)\1{2,}")
+
+
+def _parse(table: str) -> dict[str, dict[str, float]]:
+    out: dict[str, dict[str, float]] = {}
+    for raw_line in table.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split()
+        i = 0
+        while i < len(parts):
+            token = parts[i].lower()
+            i += 1
+            weights: dict[str, float] = {}
+            while i < len(parts) and parts[i].split(":")[0] in _DEFAULT_VALENCE:
+                name, _, w = parts[i].partition(":")
+                weights[name] = float(w) if w else 1.0
+                i += 1
+            if not weights:
+                raise ValueError(f"glossary entry {token!r} has no categories")
+            total = sum(weights.values())
+            out[token] = {k: v / total for k, v in weights.items()}
+    return out
+
+
+GLOSSARY: Mapping[str, Mapping[str, float]] = _parse(_ENTRIES)
+EMOJI: Mapping[str, Mapping[str, float]] = _parse(_EMOJI)
+
+
+def _lookup_token(token: str) -> Mapping[str, float] | None:
+    low = token.lower()
+    hit = GLOSSARY.get(low)
+    if hit is None:
+        stripped = low.strip(_STRIP)
+        if stripped and stripped != low:
+            hit = GLOSSARY.get(stripped)
+            low = stripped
+        if hit is None and low:
+            # "LETSGOOOO", "POGGGG", "LULLLL": collapse letter runs and retry.
+            squeezed = _RUN.sub(r"\1", low)
+            hit = GLOSSARY.get(squeezed) or GLOSSARY.get(_RUN.sub(r"\1\1", low))
+    return hit
+
+
+def matches(text: str) -> list[tuple[str, Mapping[str, float]]]:
+    """The glossary entries found in ``text``, in order (tokens, then emoji)."""
+    found: list[tuple[str, Mapping[str, float]]] = []
+    for token in text.split():
+        hit = _lookup_token(token)
+        if hit is not None:
+            found.append((token, hit))
+    for ch in text:
+        if ord(ch) < 0x2000:
+            continue
+        hit = EMOJI.get(ch) or EMOJI.get(unicodedata.normalize("NFKC", ch))
+        if hit is not None:
+            found.append((ch, hit))
+    return found
+
+
+@dataclass(frozen=True)
+class GlossaryProjector:
+    """Maps glossary weights (over the default names) onto the configured categories."""
+
+    categories: tuple[Category, ...]
+
+    def matrix(self) -> np.ndarray:
+        """(len(DEFAULT_NAMES), k): row d spreads default category d over the configured ones."""
+        names = [c.name for c in self.categories]
+        m = np.zeros((len(DEFAULT_NAMES), len(names)), dtype=np.float64)
+        for d, dname in enumerate(DEFAULT_NAMES):
+            if dname in names:
+                m[d, names.index(dname)] = 1.0
+                continue
+            same = [j for j, c in enumerate(self.categories) if c.valence == _DEFAULT_VALENCE[dname]]
+            if not same:
+                same = [names.index("neutral")] if "neutral" in names else list(range(len(names)))
+            for j in same:
+                m[d, j] = 1.0 / len(same)
+        return m
+
+
+def default_vector(weights: Mapping[str, float]) -> np.ndarray:
+    """Glossary weights as a vector in ``DEFAULT_NAMES`` order."""
+    return np.array([weights.get(n, 0.0) for n in DEFAULT_NAMES], dtype=np.float64)
+
+
+def glossary_counts(texts: Sequence[str]) -> np.ndarray:
+    """(n, len(DEFAULT_NAMES)): summed glossary weights per message over the default categories."""
+    out = np.zeros((len(texts), len(DEFAULT_NAMES)), dtype=np.float64)
+    for i, text in enumerate(texts):
+        for _token, weights in matches(text):
+            out[i] += default_vector(weights)
+    return out
+
+
+def prior(text: str, categories: Sequence[Category]) -> np.ndarray:
+    """A probability vector over ``categories`` from the glossary alone (uniform-ish when nothing matches)."""
+    counts = glossary_counts([text])[0] @ GlossaryProjector(tuple(categories)).matrix()
+    neutral = [j for j, c in enumerate(categories) if c.name == "neutral"]
+    smoothed = counts + 0.1
+    if neutral:
+        smoothed[neutral[0]] += 0.5
+    return np.asarray(smoothed / smoothed.sum())

@@ -1,0 +1,545 @@
+"""The trained part of the classifier: text features -> multinomial logistic regression -> categories.
+
+Features, all computed here except the model-made ones handed in as dense blocks:
+
+* character n-grams (1-5, inside word boundaries, lower case), hashed to 2**18 buckets with a vectorised numpy
+  polynomial hash, sublinear tf, idf from the training texts, L2-normalised rows. Buckets never seen in training
+  are dropped (they would carry no weight anyway), so the head stores only the buckets it knows;
+* the glossary's category weights (bot/glossary.py), projected onto the configured categories;
+* surface features: capitals, length, ``!``/``?``, repeated letters, commands, mentions, links, emoji;
+* optional dense blocks from local models (sentence embeddings, LLM label log-probs), standardised.
+
+How a valence-only label trains a head over richer categories -- the head is two-level, ``p(c) =
+p(valence(c)) * p(c | valence(c))``:
+
+* the *valence head* learns from every example: a category label (``hype``) counts as its valence (positive), a
+  valence label as itself;
+* the *category head* learns the split inside each valence from the category-labelled examples only (the shipped
+  starter set, ``!label hype`` from mods, category-labelled files) plus the glossary features.
+
+Both are multinomial logistic regressions fitted by L-BFGS (numpy only) on a *partial-label* likelihood,
+``-log sum_{c in allowed} p(c|x)``, which also covers a label that allows several classes. Measured on Kobs-dev
+(555 rows, 3x5-fold CV grouped by text; see the README): a single partial-label head over six categories fed by
+valence labels plus the category starter set reached 61.5% accuracy, the two-level head 65.9% (macro-F1 0.630),
+a plain 3-class valence head without the starter set 64.7%: the two-level head keeps the categories at no cost in
+valence accuracy. Sentence embeddings (MiniLM) as extra features lowered it (58% raw, 63% reduced to 16-48 dims)
+and cut throughput to ~340 msg/s; whole-word features and other n-gram ranges changed nothing beyond noise.
+Evaluation against valence labels sums the probabilities of each valence's categories.
+
+Saved as ``head-<UTC timestamp>.npz`` (weights + a JSON metadata string; no pickles).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+import zipfile
+import zlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import structlog
+
+from bot import glossary
+from bot.config import Category
+from bot.errors import ModelError
+
+log = structlog.get_logger(__name__)
+
+HEAD_FORMAT = 1
+_SEP = 1  # code point that separates padded words; n-grams across it are dropped
+_MULT = np.uint64(0x100000001B3)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+_URL = re.compile(r"https?://|www\.")
+_RUN3 = re.compile(r"(.)\1{2,}")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features a head uses; saved with it so a loaded head computes the same ones."""
+
+    ngram_min: int = 1
+    ngram_max: int = 5
+    hash_bits: int = 18
+    glossary: bool = True
+    surface: bool = True
+    words: bool = False  # also hash whole words, case kept (emotes are case-sensitive)
+    # Dense blocks computed by local models: name -> width (e.g. {"emb:minilm": 384}).
+    extras: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Sparse:
+    """Rows in CSR form: row i owns ``indices/data[indptr[i]:indptr[i+1]]``."""
+
+    indptr: np.ndarray
+    indices: np.ndarray
+    data: np.ndarray
+    n_cols: int
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    def take(self, rows: np.ndarray) -> Sparse:
+        """The given rows, in order."""
+        starts, ends = self.indptr[rows], self.indptr[rows + 1]
+        idx = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends, strict=True)] or [np.zeros(0, int)])
+        indptr = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(ends - starts, out=indptr[1:])
+        return Sparse(indptr=indptr, indices=self.indices[idx], data=self.data[idx], n_cols=self.n_cols)
+
+    def row_ids(self) -> np.ndarray:
+        return np.repeat(np.arange(self.n_rows), np.diff(self.indptr))
+
+    def matmul(self, w: np.ndarray) -> np.ndarray:
+        """self @ w for a dense (n_cols, k) matrix."""
+        rows = self.row_ids()
+        contrib = self.data[:, None] * w[self.indices]
+        out = np.zeros((self.n_rows, w.shape[1]), dtype=np.float64)
+        for c in range(w.shape[1]):
+            out[:, c] = np.bincount(rows, weights=contrib[:, c], minlength=self.n_rows)
+        return out
+
+    def rmatmul(self, g: np.ndarray) -> np.ndarray:
+        """self.T @ g for a dense (n_rows, k) matrix."""
+        rows = self.row_ids()
+        out = np.zeros((self.n_cols, g.shape[1]), dtype=np.float64)
+        for c in range(g.shape[1]):
+            out[:, c] = np.bincount(self.indices, weights=self.data * g[rows, c], minlength=self.n_cols)
+        return out
+
+
+def hashed_ngrams(texts: Sequence[str], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(doc ids, bucket ids) of every char n-gram occurrence, vectorised over the whole batch."""
+    parts: list[str] = []
+    lengths: list[int] = []
+    for text in texts:
+        padded = "".join(f" {w} \x01" for w in text.lower().split()) or " \x01"
+        parts.append(padded)
+        lengths.append(len(padded))
+    joined = "\x01".join(parts)
+    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    doc = np.repeat(np.arange(len(texts)), [n + 1 for n in lengths])[: len(cps)]
+    n_total = len(cps)
+    valid = cps != _SEP
+    h = np.zeros(n_total, dtype=np.uint64)
+    docs: list[np.ndarray] = []
+    buckets: list[np.ndarray] = []
+    mask_bits = np.uint64((1 << spec.hash_bits) - 1)
+    for n in range(1, spec.ngram_max + 1):
+        span = n_total - n + 1
+        if span <= 0:
+            break
+        h = h[:span] * _MULT + cps[n - 1 : n - 1 + span]
+        valid = valid[:span] & (cps[n - 1 : n - 1 + span] != _SEP)
+        if n < spec.ngram_min:
+            continue
+        mixed = (h + np.uint64(n)) * _MIX
+        mixed ^= mixed >> np.uint64(29)
+        idx = np.flatnonzero(valid)
+        docs.append(doc[idx])
+        buckets.append((mixed[idx] >> np.uint64(17)) & mask_bits)
+    if spec.words:
+        wd: list[int] = []
+        wb: list[int] = []
+        for i, text in enumerate(texts):
+            for word in text.split():
+                wd.append(i)
+                wb.append(zlib.crc32(word.encode("utf-8", "replace")) & int(mask_bits))
+        docs.append(np.array(wd, dtype=np.int64))
+        buckets.append(np.array(wb, dtype=np.uint64))
+    if not docs:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    return np.concatenate(docs).astype(np.int64), np.concatenate(buckets).astype(np.int64)
+
+
+@dataclass
+class Vocabulary:
+    """The hashed buckets seen in training (sorted) and their idf."""
+
+    buckets: np.ndarray
+    idf: np.ndarray
+
+    @classmethod
+    def fit(cls, texts: Sequence[str], spec: FeatureSpec) -> Vocabulary:
+        docs, buckets = hashed_ngrams(texts, spec)
+        pairs = np.unique(docs * (1 << spec.hash_bits) + buckets)
+        vocab, df = np.unique(pairs % (1 << spec.hash_bits), return_counts=True)
+        n = len(texts)
+        idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
+        return cls(buckets=vocab.astype(np.int64), idf=idf.astype(np.float64))
+
+    def transform(self, texts: Sequence[str], spec: FeatureSpec) -> Sparse:
+        docs, buckets = hashed_ngrams(texts, spec)
+        pos = np.searchsorted(self.buckets, buckets)
+        pos = np.minimum(pos, max(len(self.buckets) - 1, 0))
+        known = (self.buckets[pos] == buckets) if len(self.buckets) else np.zeros(len(buckets), dtype=bool)
+        key = docs[known] * (len(self.buckets) + 1) + pos[known]
+        uniq, counts = np.unique(key, return_counts=True)
+        rows = uniq // (len(self.buckets) + 1)
+        cols = uniq % (len(self.buckets) + 1)
+        data = (1.0 + np.log(counts)) * self.idf[cols]
+        norms = np.sqrt(np.bincount(rows, weights=data * data, minlength=len(texts)))
+        data = data / np.maximum(norms[rows], 1e-12)
+        indptr = np.zeros(len(texts) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=len(texts)), out=indptr[1:])
+        return Sparse(indptr=indptr, indices=cols.astype(np.int64), data=data, n_cols=len(self.buckets))
+
+
+def surface_features(texts: Sequence[str]) -> np.ndarray:
+    """Shape-of-the-message features (n, 11)."""
+    out = np.zeros((len(texts), 11), dtype=np.float64)
+    for i, text in enumerate(texts):
+        letters = [c for c in text if c.isalpha()]
+        upper = sum(1 for c in letters if c.isupper())
+        words = text.split()
+        caps_words = sum(1 for w in words if len(w) > 1 and w.isupper())
+        emoji = sum(1 for c in text if ord(c) >= 0x2100)
+        out[i] = (
+            upper / len(letters) if letters else 0.0,
+            math.log1p(len(text)),
+            math.log1p(len(words)),
+            math.log1p(text.count("!")),
+            math.log1p(text.count("?")),
+            1.0 if _RUN3.search(text) else 0.0,
+            1.0 if text.lstrip().startswith("!") else 0.0,
+            1.0 if "@" in text else 0.0,
+            1.0 if _URL.search(text) else 0.0,
+            math.log1p(emoji),
+            caps_words / len(words) if words else 0.0,
+        )
+    return out
+
+
+def glossary_features(texts: Sequence[str], categories: Sequence[Category]) -> np.ndarray:
+    """Glossary weights on the configured categories, log-scaled, plus the number of hits (n, k + 1)."""
+    counts = glossary.glossary_counts(texts) @ glossary.GlossaryProjector(tuple(categories)).matrix()
+    hits = counts.sum(axis=1, keepdims=True)
+    return np.concatenate([np.log1p(counts), np.log1p(hits)], axis=1)
+
+
+def dense_features(
+    texts: Sequence[str], spec: FeatureSpec, categories: Sequence[Category], extras: dict[str, np.ndarray]
+) -> np.ndarray:
+    blocks: list[np.ndarray] = []
+    if spec.glossary:
+        blocks.append(glossary_features(texts, categories))
+    if spec.surface:
+        blocks.append(surface_features(texts))
+    for name, width in spec.extras.items():
+        block = extras.get(name)
+        if block is None or block.shape != (len(texts), width):
+            raise ValueError(f"feature block {name!r} must have shape ({len(texts)}, {width})")
+        blocks.append(np.asarray(block, dtype=np.float64))
+    if not blocks:
+        return np.zeros((len(texts), 0), dtype=np.float64)
+    return np.concatenate(blocks, axis=1)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
+
+
+def lbfgs(fun: Any, x0: np.ndarray, max_iter: int = 300, memory: int = 10, tol: float = 1e-5) -> np.ndarray:
+    """Minimise a smooth convex ``fun(x) -> (value, gradient)`` by L-BFGS with Armijo backtracking."""
+    x = x0.copy()
+    f, g = fun(x)
+    s_hist: list[np.ndarray] = []
+    y_hist: list[np.ndarray] = []
+    for _ in range(max_iter):
+        if np.linalg.norm(g, ord=np.inf) < tol:
+            break
+        q = g.copy()
+        alphas: list[float] = []
+        for s, y in zip(reversed(s_hist), reversed(y_hist), strict=True):
+            a = float(s @ q) / float(y @ s)
+            alphas.append(a)
+            q -= a * y
+        if s_hist:
+            q *= float(s_hist[-1] @ y_hist[-1]) / float(y_hist[-1] @ y_hist[-1])
+        for (s, y), a in zip(zip(s_hist, y_hist, strict=True), reversed(alphas), strict=True):
+            b = float(y @ q) / float(y @ s)
+            q += (a - b) * s
+        d = -q
+        slope = float(g @ d)
+        if slope >= 0:  # not a descent direction: restart from steepest descent
+            s_hist.clear()
+            y_hist.clear()
+            d = -g
+            slope = float(g @ d)
+        step = 1.0 if s_hist else 1.0 / max(1.0, float(np.linalg.norm(g)))
+        for _ls in range(40):
+            x_new = x + step * d
+            f_new, g_new = fun(x_new)
+            if f_new <= f + 1e-4 * step * slope:
+                break
+            step *= 0.5
+        else:
+            break
+        s_vec, y_vec = x_new - x, g_new - g
+        if float(s_vec @ y_vec) > 1e-10:
+            s_hist.append(s_vec)
+            y_hist.append(y_vec)
+            if len(s_hist) > memory:
+                s_hist.pop(0)
+                y_hist.pop(0)
+        converged = abs(f - f_new) <= 1e-9 * max(1.0, abs(f))
+        x, f, g = x_new, f_new, g_new
+        if converged:
+            break
+    return x
+
+
+@dataclass
+class Head:
+    """A trained head over ``categories``: vocabulary, dense scaling, category weights and (two-level heads)
+    valence weights. With valence weights, ``p(c) = p(valence(c)) * p(c | valence(c))``: the valence part comes
+    from the valence head, the split inside a valence from the category head."""
+
+    categories: tuple[str, ...]
+    spec: FeatureSpec
+    vocab: Vocabulary
+    dense_mean: np.ndarray
+    dense_scale: np.ndarray
+    w_sparse: np.ndarray  # (len(vocab.buckets), k)
+    w_dense: np.ndarray  # (d, k)
+    bias: np.ndarray  # (k,)
+    meta: dict[str, Any] = field(default_factory=dict)
+    # Two-level heads: the valence of each category (k,), the valences (m,) and the valence head's weights.
+    cat_valence: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    valences: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    v_sparse: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    v_dense: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    v_bias: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    @property
+    def version(self) -> str:
+        return str(self.meta.get("version", "untrained"))
+
+    @property
+    def two_level(self) -> bool:
+        return len(self.valences) > 0
+
+    def _scaled(self, dense: np.ndarray) -> np.ndarray:
+        return np.asarray((dense - self.dense_mean) / self.dense_scale)
+
+    def logits(self, sparse: Sparse, dense: np.ndarray) -> np.ndarray:
+        return np.asarray(sparse.matmul(self.w_sparse) + self._scaled(dense) @ self.w_dense + self.bias)
+
+    def proba(self, sparse: Sparse, dense: np.ndarray) -> np.ndarray:
+        p = _softmax(self.logits(sparse, dense))
+        if not self.two_level:
+            return p
+        pv = _softmax(sparse.matmul(self.v_sparse) + self._scaled(dense) @ self.v_dense + self.v_bias)
+        out = np.zeros_like(p)
+        for j, v in enumerate(self.valences):
+            group = self.cat_valence == v
+            within = p[:, group] / np.maximum(p[:, group].sum(axis=1, keepdims=True), 1e-300)
+            out[:, group] = within * pv[:, j : j + 1]
+        return out
+
+    def predict_proba(
+        self, texts: Sequence[str], category_objs: Sequence[Category], extras: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        sparse = self.vocab.transform(texts, self.spec)
+        dense = dense_features(texts, self.spec, category_objs, extras or {})
+        return self.proba(sparse, dense)
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        meta = {**self.meta, "format": HEAD_FORMAT, "categories": list(self.categories), "spec": asdict(self.spec)}
+        tmp = path.with_name(path.name + ".tmp")
+        with tmp.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                meta=np.array(json.dumps(meta)),
+                buckets=self.vocab.buckets,
+                idf=self.vocab.idf.astype(np.float32),
+                dense_mean=self.dense_mean,
+                dense_scale=self.dense_scale,
+                w_sparse=self.w_sparse.astype(np.float32),
+                w_dense=self.w_dense,
+                bias=self.bias,
+                cat_valence=self.cat_valence,
+                valences=self.valences,
+                v_sparse=self.v_sparse.astype(np.float32),
+                v_dense=self.v_dense,
+                v_bias=self.v_bias,
+            )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: Path) -> Head:
+        hint = "retrain it with `chatmood train`, or delete it to fall back to the newest older head"
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                meta = json.loads(str(z["meta"]))
+                arrays = {k: np.asarray(z[k]) for k in z.files if k != "meta"}
+        except FileNotFoundError:
+            raise ModelError(path, "head file not found", hint) from None
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise ModelError(path, f"not a readable head file: {e}", hint) from None
+        if meta.get("format") != HEAD_FORMAT:
+            raise ModelError(path, f"head format {meta.get('format')!r} is not {HEAD_FORMAT}", hint)
+        try:
+            head = cls(
+                categories=tuple(meta["categories"]),
+                spec=FeatureSpec(**meta["spec"]),
+                vocab=Vocabulary(arrays["buckets"].astype(np.int64), arrays["idf"].astype(np.float64)),
+                dense_mean=arrays["dense_mean"],
+                dense_scale=arrays["dense_scale"],
+                w_sparse=arrays["w_sparse"].astype(np.float64),
+                w_dense=arrays["w_dense"],
+                bias=arrays["bias"],
+                meta=meta,
+                cat_valence=arrays["cat_valence"].astype(np.int64),
+                valences=arrays["valences"].astype(np.int64),
+                v_sparse=arrays["v_sparse"].astype(np.float64),
+                v_dense=arrays["v_dense"],
+                v_bias=arrays["v_bias"],
+            )
+        except (KeyError, TypeError) as e:
+            raise ModelError(path, f"head file is missing {e}", hint) from None
+        k, v, m = len(head.categories), len(head.vocab.buckets), len(head.valences)
+        shapes_ok = head.w_sparse.shape == (v, k) and head.bias.shape == (k,)
+        if m:
+            shapes_ok = shapes_ok and head.v_sparse.shape == (v, m) and head.cat_valence.shape == (k,)
+        if not shapes_ok:
+            raise ModelError(path, "head weights have inconsistent shapes", hint)
+        return head
+
+
+def allowed_mask(labels: Sequence[str], categories: Sequence[Category]) -> np.ndarray:
+    """(n, k) bool: which categories each label allows. Unknown labels raise ValueError naming them."""
+    names = [c.name for c in categories]
+    valence = {"positive": 1, "neutral": 0, "negative": -1}
+    mask = np.zeros((len(labels), len(names)), dtype=bool)
+    bad: set[str] = set()
+    for i, raw in enumerate(labels):
+        label = raw.strip().lower()
+        if label in names:
+            mask[i, names.index(label)] = True
+        elif label in valence:
+            mask[i] = [c.valence == valence[label] for c in categories]
+            if not mask[i].any():
+                bad.add(raw)
+        else:
+            bad.add(raw)
+    if bad:
+        raise ValueError(f"unknown labels {sorted(bad)}: use one of {names} or positive/neutral/negative")
+    return mask
+
+
+def _fit(
+    sparse: Sparse, dense: np.ndarray, mask: np.ndarray, weight: np.ndarray, l2: float, max_iter: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Partial-label multinomial logistic regression: minimise ``-sum w_i log sum_{c allowed} p_ic + l2/2 |W|^2``."""
+    k = mask.shape[1]
+    v, d = sparse.n_cols, dense.shape[1]
+    weight = weight / weight.sum()
+
+    def unpack(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return x[: v * k].reshape(v, k), x[v * k : v * k + d * k].reshape(d, k), x[v * k + d * k :]
+
+    def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
+        ws, wd, b = unpack(x)
+        p = _softmax(sparse.matmul(ws) + dense @ wd + b)
+        inside = np.where(mask, p, 0.0)
+        mass = np.maximum(inside.sum(axis=1), 1e-300)
+        q = inside / mass[:, None]
+        loss = float(-(weight * np.log(mass)).sum()) + 0.5 * l2 * float((ws * ws).sum() + (wd * wd).sum())
+        gz = weight[:, None] * (p - q)
+        grad = np.concatenate(
+            [(sparse.rmatmul(gz) + l2 * ws).ravel(), (dense.T @ gz + l2 * wd).ravel(), gz.sum(axis=0)]
+        )
+        return loss, grad
+
+    ws, wd, b = unpack(lbfgs(fun, np.zeros(v * k + d * k + k), max_iter=max_iter))
+    return ws.copy(), wd.copy(), b.copy()
+
+
+def _balance(mask: np.ndarray) -> np.ndarray:
+    keys = [row.tobytes() for row in mask]
+    freq: dict[bytes, int] = {}
+    for key in keys:
+        freq[key] = freq.get(key, 0) + 1
+    return np.array([len(keys) / (len(freq) * freq[key]) for key in keys])
+
+
+def train_head(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    categories: Sequence[Category],
+    spec: FeatureSpec | None = None,
+    *,
+    extras: dict[str, np.ndarray] | None = None,
+    sample_weight: np.ndarray | None = None,
+    l2: float = 1e-3,
+    balanced: bool = False,
+    two_level: bool = True,
+    max_iter: int = 300,
+) -> Head:
+    """Fit a head on labelled texts (category names or valences).
+
+    Two-level (the default, chosen by measurement): a valence head learns from every example (a category label
+    counts as its valence), and the category head learns the split inside each valence from the category-labelled
+    examples only. Single-level: one partial-label head over the categories from everything."""
+    spec = spec or FeatureSpec()
+    if not texts:
+        raise ValueError("no labelled examples to train on")
+    mask = allowed_mask(labels, categories)
+    vocab = Vocabulary.fit(texts, spec)
+    sparse = vocab.transform(texts, spec)
+    dense = dense_features(texts, spec, categories, extras or {})
+    mean = dense.mean(axis=0)
+    scale = dense.std(axis=0)
+    scale = np.where(scale < 1e-6, 1.0, scale)
+    dense_n = (dense - mean) / scale
+    weight = np.ones(len(texts)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
+    cat_valence = np.array([c.valence for c in categories], dtype=np.int64)
+    valences = np.unique(cat_valence)
+    single = mask.sum(axis=1) == 1
+    names = {c.name for c in categories}
+    by_category = single & np.array([lab.strip().lower() in names for lab in labels])
+    head = Head(
+        categories=tuple(c.name for c in categories), spec=spec, vocab=vocab, dense_mean=mean, dense_scale=scale,
+        w_sparse=np.zeros((0, 0)), w_dense=np.zeros((0, 0)), bias=np.zeros(0),
+    )
+    if two_level and by_category.any() and len(valences) < len(categories):
+        rows = np.flatnonzero(by_category)
+        w = weight[rows] * (_balance(mask[rows]) if balanced else 1.0)
+        head.w_sparse, head.w_dense, head.bias = _fit(sparse.take(rows), dense_n[rows], mask[rows], w, l2, max_iter)
+        vmask = np.stack([[bool((row & (cat_valence == v)).any()) for v in valences] for row in mask])
+        w = weight * (_balance(vmask) if balanced else 1.0)
+        head.v_sparse, head.v_dense, head.v_bias = _fit(sparse, dense_n, vmask, w, l2, max_iter)
+        head.cat_valence, head.valences = cat_valence, valences
+    else:
+        w = weight * (_balance(mask) if balanced else 1.0)
+        head.w_sparse, head.w_dense, head.bias = _fit(sparse, dense_n, mask, w, l2, max_iter)
+    digest = hashlib.blake2b(digest_size=5)
+    for arr in (vocab.buckets, head.w_sparse, head.w_dense, head.bias, head.v_sparse, head.v_dense, head.v_bias):
+        digest.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
+    digest.update(json.dumps(asdict(spec), sort_keys=True).encode())
+    counts: dict[str, int] = {}
+    for label in labels:
+        counts[label.strip().lower()] = counts.get(label.strip().lower(), 0) + 1
+    head.meta = {
+        "version": "head-" + digest.hexdigest(),
+        "n_examples": len(texts),
+        "label_counts": counts,
+        "trained_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "l2": l2,
+        "two_level": head.two_level,
+    }
+    log.info("head_trained", version=head.meta["version"], examples=len(texts), vocab=sparse.n_cols,
+             dense=dense.shape[1], two_level=head.two_level)
+    return head

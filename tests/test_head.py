@@ -1,0 +1,181 @@
+"""The trained head: hashed n-gram features, partial-label logistic regression, saving and loading."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.config import DEFAULT_CATEGORIES, Category
+from bot.errors import ModelError
+from bot.glossary import EMOJI, GLOSSARY, matches
+from bot.head import (
+    FeatureSpec,
+    Head,
+    Vocabulary,
+    allowed_mask,
+    glossary_features,
+    hashed_ngrams,
+    lbfgs,
+    train_head,
+)
+
+CATS = DEFAULT_CATEGORIES
+NAMES = [c.name for c in CATS]
+TRAIN = [
+    ("KEKW", "funny"), ("LUL that fall", "funny"), ("lmao", "funny"), ("OMEGALUL", "funny"),
+    ("Pog", "hype"), ("LETSGO", "hype"), ("what a play Pog", "hype"), ("POGGERS", "hype"),
+    ("<3", "love"), ("love you", "love"), ("thanks for the stream", "love"), ("peepoHappy", "love"),
+    ("what game is this", "neutral"), ("!uptime", "neutral"), ("how long", "neutral"), ("ok", "neutral"),
+    ("Sadge", "sad"), ("rip", "sad"), ("PepeHands", "sad"), ("so close Sadge", "sad"),
+    ("trash", "angry"), ("stfu", "angry"), ("WeirdChamp", "angry"), ("worst game", "angry"),
+]
+
+
+class TestHashedNgrams:
+    """Character n-grams are hashed the same way whatever batch a text is in."""
+
+    def test_batch_equals_one_by_one(self) -> None:
+        spec = FeatureSpec()
+        texts = ["KEKW KEKW", "what game is this", "", "Pog 🔥"]
+        docs, buckets = hashed_ngrams(texts, spec)
+        for i, text in enumerate(texts):
+            _, alone = hashed_ngrams([text], spec)
+            assert sorted(buckets[docs == i].tolist()) == sorted(alone.tolist())
+
+    def test_counts_word_padded_ngrams(self) -> None:
+        """'ab' padded as ' ab ' has 4 unigrams, 3 bigrams, 2 trigrams, 1 four-gram."""
+        _, buckets = hashed_ngrams(["ab"], FeatureSpec(ngram_max=5))
+        assert len(buckets) == 4 + 3 + 2 + 1
+
+    def test_rows_are_unit_length_and_unseen_ngrams_dropped(self) -> None:
+        spec = FeatureSpec()
+        vocab = Vocabulary.fit(["hello there", "general kenobi"], spec)
+        x = vocab.transform(["hello there", "zzzz"], spec)
+        row0 = x.data[x.indptr[0] : x.indptr[1]]
+        assert np.isclose(np.sqrt((row0**2).sum()), 1.0)
+        assert x.indptr[2] - x.indptr[1] < len(hashed_ngrams(["zzzz"], spec)[1])
+
+
+class TestSparse:
+    """Row selection keeps rows intact."""
+
+    def test_take(self) -> None:
+        spec = FeatureSpec()
+        texts = ["one", "two words", "", "three of them"]
+        vocab = Vocabulary.fit(texts, spec)
+        x = vocab.transform(texts, spec)
+        sub = x.take(np.array([3, 0, 2]))
+        w = np.random.default_rng(0).normal(size=(x.n_cols, 2))
+        assert np.allclose(sub.matmul(w), x.matmul(w)[[3, 0, 2]])
+
+
+class TestLbfgs:
+    """The optimiser finds the minimum of a convex quadratic."""
+
+    def test_quadratic(self) -> None:
+        a = np.diag([1.0, 10.0, 100.0])
+        b = np.array([1.0, -2.0, 3.0])
+        x = lbfgs(lambda x: (0.5 * x @ a @ x - b @ x, a @ x - b), np.zeros(3), tol=1e-9)
+        assert np.allclose(x, np.linalg.solve(a, b), atol=1e-5)
+
+
+class TestTraining:
+    """The head learns its training set; valence labels spread over their valence's categories."""
+
+    def test_learns_categories(self) -> None:
+        head = train_head([t for t, _ in TRAIN], [lab for _, lab in TRAIN], CATS)
+        probs = head.predict_proba([t for t, _ in TRAIN], CATS)
+        assert np.allclose(probs.sum(axis=1), 1.0)
+        predicted = [NAMES[j] for j in probs.argmax(axis=1)]
+        assert sum(p == lab for p, (_, lab) in zip(predicted, TRAIN, strict=True)) >= len(TRAIN) - 2
+
+    def test_valence_label_puts_mass_on_that_valence(self) -> None:
+        texts = [t for t, _ in TRAIN] + ["zebra zebra", "zebra time", "zebra!"]
+        labels = [lab for _, lab in TRAIN] + ["negative"] * 3
+        head = train_head(texts, labels, CATS)
+        p = head.predict_proba(["zebra zebra"], CATS)[0]
+        negative = sum(p[j] for j, c in enumerate(CATS) if c.valence == -1)
+        assert negative > 0.5
+
+    def test_two_level_split_comes_from_category_labels(self) -> None:
+        """Valence labels train the valence head; the category labels decide which category of it wins."""
+        texts = [t for t, _ in TRAIN] + ["zebra KEKW", "zebra LUL", "zebra lmao"]
+        labels = [lab for _, lab in TRAIN] + ["positive"] * 3
+        head = train_head(texts, labels, CATS)
+        assert head.two_level
+        p = head.predict_proba(["zebra KEKW"], CATS)[0]
+        assert NAMES[int(p.argmax())] == "funny"
+        single = train_head(texts, labels, CATS, two_level=False)
+        assert not single.two_level
+        assert np.allclose(single.predict_proba(texts, CATS).sum(axis=1), 1.0)
+
+    def test_allowed_mask(self) -> None:
+        mask = allowed_mask(["hype", "positive", "neutral", "negative"], CATS)
+        assert mask[0].tolist() == [n == "hype" for n in NAMES]
+        assert mask[1].tolist() == [c.valence == 1 for c in CATS]
+        assert mask[2].tolist() == [n == "neutral" for n in NAMES]
+        assert mask[3].tolist() == [c.valence == -1 for c in CATS]
+
+    def test_unknown_label_is_named(self) -> None:
+        with pytest.raises(ValueError, match="'happyish'"):
+            allowed_mask(["happyish"], CATS)
+
+    def test_custom_categories_get_glossary_weight_by_valence(self) -> None:
+        """A default category missing from the config gives its glossary weight to those of its valence."""
+        cats = (
+            Category(name="joy", colour="#ffffff", valence=1, description="good"),
+            Category(name="neutral", colour="#888888", valence=0, description="meh"),
+            Category(name="gloom", colour="#000000", valence=-1, description="bad"),
+        )
+        f = glossary_features(["KEKW LUL", "Sadge", "!uptime"], cats)
+        assert f[0, 0] > 0 and f[0, 2] == 0
+        assert f[1, 2] > 0 and f[1, 0] == 0
+        assert f[2, :3].tolist() == [0, 0, 0] and f[2, 3] == 0
+
+
+class TestGlossary:
+    """Emotes and slang are found whatever their case, punctuation or stretched letters."""
+
+    def test_matches(self) -> None:
+        found = dict(matches("LETSGOOOO KEKW!! sadge 😂 <3"))
+        assert set(found) == {"LETSGOOOO", "KEKW!!", "sadge", "😂", "<3"}
+        assert found["LETSGOOOO"]["hype"] == 1.0
+        assert found["sadge"]["sad"] == 1.0
+
+    def test_weights_are_distributions(self) -> None:
+        for table in (GLOSSARY, EMOJI):
+            for token, weights in table.items():
+                assert abs(sum(weights.values()) - 1.0) < 1e-9, token
+
+
+class TestSaveLoad:
+    """A saved head predicts exactly like the one in memory; a broken file is a ModelError naming it."""
+
+    def test_round_trip(self, tmp_path: Path) -> None:
+        head = train_head([t for t, _ in TRAIN], [lab for _, lab in TRAIN], CATS)
+        path = tmp_path / "head-1.npz"
+        head.save(path)
+        loaded = Head.load(path)
+        texts = ["KEKW", "new words never seen", "Sadge"]
+        assert loaded.version == head.version and loaded.categories == head.categories
+        assert np.allclose(loaded.predict_proba(texts, CATS), head.predict_proba(texts, CATS), atol=1e-5)
+
+    def test_round_trip_single_level(self, tmp_path: Path) -> None:
+        head = train_head(["a b", "c d", "e"], ["positive", "negative", "neutral"], CATS, two_level=False)
+        head.save(tmp_path / "h.npz")
+        loaded = Head.load(tmp_path / "h.npz")
+        assert not loaded.two_level
+        assert np.allclose(loaded.predict_proba(["a"], CATS), head.predict_proba(["a"], CATS), atol=1e-5)
+
+    def test_corrupt_file(self, tmp_path: Path) -> None:
+        path = tmp_path / "head-2.npz"
+        path.write_bytes(b"not a zip")
+        with pytest.raises(ModelError) as e:
+            Head.load(path)
+        assert str(path) in str(e.value)
+
+    def test_missing_file(self, tmp_path: Path) -> None:
+        with pytest.raises(ModelError, match="not found"):
+            Head.load(tmp_path / "nope.npz")
