@@ -179,8 +179,13 @@ async def open_pipeline(
     bot_login: Callable[[str], str] = lambda channel: "",
     clock: Callable[[], float] = time.time,
 ) -> AsyncIterator[Pipeline]:
-    async with open_storage(cfg.storage, spool_dir=cfg.resolve(cfg.storage.spool_dir)) as storage:
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await stack.enter_async_context(
+            open_storage(cfg.storage, spool_dir=cfg.resolve(cfg.storage.spool_dir))
+        )
         classifier = await asyncio.to_thread(load_classifier, cfg)
+        # Closed off the loop: it waits for a model call still running on a worker thread.
+        stack.push_async_callback(asyncio.to_thread, classifier.close)
         tracker = MoodTracker(cfg.categories, cfg.mood.half_life_s, cfg.mood.neutral_prior, clock=clock)
         hub = MoodHub()
         holder: list[Pipeline] = []

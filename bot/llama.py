@@ -117,6 +117,7 @@ class Embedder:
         self.path = Path(path)
         self.n_ctx = n_ctx
         self.pack_tokens = min(pack_tokens, n_ctx) if pack_tokens > 0 else 0
+        self._lock = threading.Lock()
         self._llama = _load(self.path, embedding=True, n_ctx=n_ctx, n_batch=n_ctx, n_ubatch=n_ctx,
                             n_threads=threads, n_threads_batch=threads)
         if int(self._llama.pooling_type()) == int(llama_cpp.LLAMA_POOLING_TYPE_NONE):
@@ -128,7 +129,6 @@ class Embedder:
         self.dim = int(self._llama.n_embd())
         self._seq_max = int(self._llama.context_params.n_seq_max)
         self._batch = _Batch(n_ctx, 1)
-        self._lock = threading.Lock()
         log.info("embedder_loaded", path=str(self.path), dim=self.dim, n_ctx=self.n_ctx, threads=threads)
 
     def tokens(self, text: str) -> list[int]:
@@ -179,11 +179,12 @@ class Embedder:
             out[row] = np.ctypeslib.as_array(ptr, shape=(self.dim,))
 
     def close(self) -> None:
-        """Free the model (idempotent)."""
-        batch = getattr(self, "_batch", None)
-        if batch is not None:
-            batch.free()
-        self._llama.close()
+        """Free the model (idempotent); waits for a call in progress on another thread."""
+        with self._lock:
+            batch = getattr(self, "_batch", None)
+            if batch is not None:
+                batch.free()
+            self._llama.close()
 
     def __enter__(self) -> Embedder:
         return self
@@ -415,14 +416,15 @@ class LabelScorer:
         return len(self._prefix)
 
     def close(self) -> None:
-        """Free the context and the model (idempotent)."""
-        if self._batch is not None:
-            self._batch.free()
-            self._batch = None
-        if self._ctx:
-            llama_cpp.llama_free(self._ctx)
-            self._ctx = None
-        self._llama.close()
+        """Free the context and the model (idempotent); waits for a call in progress on another thread."""
+        with self._lock:
+            if self._batch is not None:
+                self._batch.free()
+                self._batch = None
+            if self._ctx:
+                llama_cpp.llama_free(self._ctx)
+                self._ctx = None
+            self._llama.close()
 
     def __enter__(self) -> LabelScorer:
         return self
