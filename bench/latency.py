@@ -108,9 +108,10 @@ async def paced(n: int, rate: float, submit: Any) -> list[float]:
     return times
 
 
-async def wait_for(watcher: Watcher, n: int, timeout: float) -> None:
-    deadline = time.perf_counter() + timeout
-    while len(watcher.first_seen) < n and time.perf_counter() < deadline:
+async def wait_for(watcher: Watcher, n: int, limit_s: float) -> None:
+    """Until n messages are reflected or limit_s passes (then the rest count as unreflected)."""
+    deadline = time.perf_counter() + limit_s
+    while len(watcher.first_seen) < n and time.perf_counter() < deadline:  # noqa: ASYNC110 - a bench poll
         await asyncio.sleep(0.05)
 
 
@@ -191,7 +192,7 @@ async def naive(
     )
     client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(db_url)
     n = int(args.rate * args.naive_seconds)
-    queue: asyncio.Queue[tuple[int, ChatLine]] = asyncio.Queue()
+    queue: asyncio.Queue[tuple[int, ChatLine]] = asyncio.Queue()  # the seeds' handler queue: unbounded
     watcher = Watcher()
     unlabelled = 0
 
@@ -199,7 +200,7 @@ async def naive(
         nonlocal unlabelled
         col = client["bench_latency"]["naive_messages"]
         while True:
-            i, line = await queue.get()
+            _, line = await queue.get()
             await col.insert_one({"_id": line.message_id, "text": line.text, "sent_at": line.sent_at})
             label = await asyncio.to_thread(scorer.generate_label, line.text)
             if label not in names:
