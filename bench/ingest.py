@@ -46,7 +46,8 @@ from pymongo import AsyncMongoClient  # noqa: E402
 from bot.config import StorageConfig  # noqa: E402
 from bot.devdb import DevDb, run_devdb  # noqa: E402
 from bot.domain import ChatLine, EmoteSpan, synthetic_message_id  # noqa: E402
-from bot.storage import MessageDoc, message_document, open_storage  # noqa: E402
+from bot.storage import MessageDoc, open_storage  # noqa: E402
+from bot.writer import message_document  # noqa: E402
 
 CSV_LOG = ROOT.parent / "shared" / "data" / "chatlogs" / "hasanabi-2022-11-26.csv"
 LINE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC\] ([A-Za-z0-9_]{1,25}): (.*)$")

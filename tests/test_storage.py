@@ -18,7 +18,8 @@ from bot.config import StorageConfig
 from bot.devdb import DevDb
 from bot.domain import ChatLine, EmoteSpan, MoodState, Verdict
 from bot.errors import StorageError
-from bot.storage import SPOOL_FILE, MessageDoc, Storage, open_storage
+from bot.storage import MessageDoc, Storage, open_storage
+from bot.writer import SPOOL_FILE
 
 BASE = datetime(2024, 5, 1, 18, 0, 0, tzinfo=UTC)
 
