@@ -414,7 +414,7 @@ def _tempdir() -> Any:
 class BotSet:
     """The running Twitch bots, one exit stack each, so a reload can add or drop one alone."""
 
-    def __init__(self, cfg: Config, ingest: Callable[[ChatLine], object], storage: Storage) -> None:
+    def __init__(self, cfg: Config, ingest: Callable[[ChatLine], None], storage: Storage) -> None:
         self._cfg = cfg
         self._ingest = ingest
         self._storage = storage
@@ -583,7 +583,10 @@ async def run(
         p = await stack.enter_async_context(
             open_pipeline(cfg, send=send, bot_login=lambda ch: holder[0].login_for(ch) if holder else "")
         )
-        bots = BotSet(cfg, p.ingest.submit, p.storage)
+        def on_chat(line: ChatLine) -> None:
+            p.ingest.submit(line)
+
+        bots = BotSet(cfg, on_chat, p.storage)
         holder.append(bots)
         stack.push_async_callback(bots.aclose)
 
