@@ -4,11 +4,19 @@ Runs with the project's venv (``.venv/bin/python bench/classify.py``); the last 
 
 * ``batched_msgs_per_s``: the default pipeline (``Config()`` defaults, newest head or cold start), batches of
   ``classifier.batch_size``, over distinct messages, no cache;
-* ``per_message_msgs_per_s``: the seeds' approach in the same run: one prompt per message, free generation by the
-  LLM (SmolLM2 Q4_0, ``LabelScorer.generate_label``); null when the model is not in models/;
+* ``per_message_msgs_per_s``: the seeds' approach in the same run: one chat prompt per message (system turn from
+  ``prompts/system.txt``, user turn = the rendered ``prompts/classify.txt`` with the message), free greedy generation
+  of at most 8 tokens by the LLM (SmolLM2 Q4_0, llama-cpp-python's ``create_chat_completion``, which itself reuses
+  the KV of the previous prompt's common prefix); null when the model is not in models/;
 * ``ratio``: the first over the second;
-* ``llm_scoring_msgs_per_s`` / ``llm_ratio``: the LLM path done right (batched label scoring after a cached prefix)
-  against the same baseline;
+* ``llm_scoring_msgs_per_s``: the LLM path as the classifier runs it (``bot.classifier.open_label_scorer``:
+  batched label scoring after the cached prompt prefix, only the message and `` Mood:`` evaluated per message);
+  ``llm_generation_msgs_per_s``: the baseline above (= ``per_message_msgs_per_s``); ``llm_ratio``: scoring over
+  generation. ``llm_generation_same_prompt_msgs_per_s``: generation with the scoring prompt itself, one message at a
+  time (for reference: SmolLM2 mostly stops at once there, so it is cheaper than a real answer);
+  ``llm_constrained_msgs_per_s``: grammar-constrained generation of exactly one label with the scoring prompt, one
+  message at a time (the issue's other sound option); ``llm_generation_label_rate``: the share of baseline answers
+  that name a category;
 * ``with_duplicates_msgs_per_s``: the HasanAbi log (../shared/data/chatlogs/hasanabi-2022-11-26.csv) replayed
   through :class:`bot.classifier.ClassifierService` with its cache, queue large enough that nothing is skipped;
   null when the log is absent;
@@ -35,7 +43,14 @@ import structlog
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.classifier import ClassifierService, load_classifier, load_prompt, normalise, split_prompt  # noqa: E402
+from bot.classifier import (  # noqa: E402
+    ClassifierService,
+    load_classifier,
+    load_prompt,
+    normalise,
+    open_label_scorer,
+    render_prompt,
+)
 from bot.config import ClassifierConfig, Config  # noqa: E402
 from bot.domain import ChatLine  # noqa: E402
 
@@ -94,6 +109,34 @@ async def replay_with_cache(cfg: Config, clf: object, texts: list[str]) -> float
     return len(texts) / elapsed
 
 
+def chat_generation(cfg: Config, path: Path, texts: list[str]) -> tuple[float, float]:
+    """The seeds' way: one chat prompt per message, greedy generation; (msgs/s, share of answers naming a label)."""
+    import llama_cpp
+
+    import bot.llama  # noqa: F401  (routes llama.cpp's log lines to structlog before a model loads)
+
+    system = render_prompt((ROOT / "prompts" / "system.txt").read_text("utf-8"), cfg.categories).strip()
+    user = load_prompt(cfg)
+    names = [c.lower() for c in cfg.category_names]
+    llm = llama_cpp.Llama(str(path), n_ctx=1024, n_threads=cfg.classifier.threads,
+                          n_threads_batch=cfg.classifier.threads, verbose=False)
+
+    def ask(text: str) -> str:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": user.replace("{message}", text)}]
+        res = llm.create_chat_completion(messages=messages, max_tokens=8, temperature=0.0)  # type: ignore[arg-type]
+        return str(res["choices"][0]["message"]["content"] or "")  # type: ignore[index]
+
+    try:
+        ask(texts[0])
+        t0 = time.perf_counter()
+        answers = [ask(text) for text in texts]
+        rate = len(texts) / (time.perf_counter() - t0)
+    finally:
+        llm.close()
+    named = sum(1 for a in answers if any(a.strip().lower().startswith(n) for n in names))
+    return rate, named / len(texts)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--distinct", type=int, default=5000, help="distinct messages for the batched figure")
@@ -117,35 +160,44 @@ def main() -> None:
     dup = asyncio.run(replay_with_cache(cfg, clf, log_lines)) if log_lines else None
     pipeline_rss = rss_mb()
 
-    per_message = scoring = None
+    per_message = scoring = same_prompt = constrained = label_rate = None
     try:
-        from bot.llama import LabelScorer
         from bot.models import resolve_model
 
-        prefix, suffix = split_prompt(load_prompt(cfg))
-        scorer = LabelScorer(resolve_model(args.llm, cfg.classifier.models_dir), threads=cfg.classifier.threads,
-                             prefix=prefix, labels=list(cfg.category_names),
-                             suffix_template=suffix.replace("{message}", "{text}"))
+        llm_path = resolve_model(args.llm, cfg.classifier.models_dir)
+        scorer = open_label_scorer(cfg, llm_path)
     except Exception as e:  # the baseline model is optional: report null
         print(f"baseline LLM unavailable: {e}", file=sys.stderr)
     else:
-        sample = distinct[: args.per_message]
-        t0 = time.perf_counter()
-        for text in sample:
-            scorer.generate_label(text)
-        per_message = len(sample) / (time.perf_counter() - t0)
         sample = distinct[: args.per_message * 4]
+        scorer.score(sample[:8])  # evaluates the prefix once
         t0 = time.perf_counter()
         scorer.score(sample)
         scoring = len(sample) / (time.perf_counter() - t0)
+        sample = distinct[: args.per_message]
+        scorer.generate_label(sample[0])
+        t0 = time.perf_counter()
+        for text in sample:
+            scorer.generate_label(text)
+        same_prompt = len(sample) / (time.perf_counter() - t0)
+        scorer.generate_label_constrained(sample[0])
+        t0 = time.perf_counter()
+        for text in sample:
+            scorer.generate_label_constrained(text)
+        constrained = len(sample) / (time.perf_counter() - t0)
         scorer.close()
+        per_message, label_rate = chat_generation(cfg, llm_path, sample)
 
     result = {
         "batched_msgs_per_s": round(batched, 1),
         "per_message_msgs_per_s": round(per_message, 2) if per_message else None,
         "ratio": round(batched / per_message, 1) if per_message else None,
         "llm_scoring_msgs_per_s": round(scoring, 2) if scoring else None,
+        "llm_generation_msgs_per_s": round(per_message, 2) if per_message else None,
         "llm_ratio": round(scoring / per_message, 2) if scoring and per_message else None,
+        "llm_generation_same_prompt_msgs_per_s": round(same_prompt, 2) if same_prompt else None,
+        "llm_constrained_msgs_per_s": round(constrained, 2) if constrained else None,
+        "llm_generation_label_rate": round(label_rate, 3) if label_rate is not None else None,
         "with_duplicates_msgs_per_s": round(dup, 1) if dup else None,
         "replayed_messages": len(log_lines) or None,
         "distinct_messages": len(distinct),

@@ -365,7 +365,8 @@ def export_lines(pairs: Sequence[tuple[str, str]], categories: Sequence[Category
                 {"role": "assistant", "content": label},
             ]}
         elif fmt == "prompt-completion":
-            prompt = render_prompt(prompt_template, categories).replace("{message}", text)
+            # the prompt the LLM path scores: ends at the answer cue (the template file's final newline dropped)
+            prompt = render_prompt(prompt_template, categories).rstrip().replace("{message}", text)
             obj = {"prompt": prompt, "completion": " " + label}
         else:
             raise ValueError(f"unknown export format {fmt!r}: chat or prompt-completion")

@@ -22,6 +22,9 @@ from bot.classifier import (
     llm_enabled,
     load_classifier,
     normalise,
+    open_label_scorer,
+    render_prompt,
+    split_prompt,
 )
 from bot.config import ClassifierConfig, Config
 from bot.domain import ChatLine, Verdict
@@ -126,6 +129,33 @@ class TestVerdicts:
                 assert np.allclose([a.probs[k] for k in a.probs], [b.probs[k] for k in a.probs], atol=1e-5)
         finally:
             clf.close()
+
+
+class TestPrompt:
+    """The prompt template: examples in the message's own layout, and only text + answer cue per message."""
+
+    def test_examples_follow_the_message_line(self) -> None:
+        tpl = "Moods:\n{categories}\n\n{examples}Message: {message} Mood:\n"
+        rendered = render_prompt(tpl, make_cfg(Path("m")).categories, [("KEKW   KEKW", "funny"), ("rip", "sad")])
+        assert "- hype: " in rendered
+        assert "Message: KEKW Mood: funny\nMessage: rip Mood: sad\nMessage: {message} Mood:" in rendered
+
+    def test_suffix_is_message_and_cue_only(self) -> None:
+        prefix, suffix = split_prompt("Say the mood.\nMessage: {message} Mood:\n\n")
+        assert prefix == "Say the mood.\nMessage: " and suffix == "{message} Mood:"
+        with pytest.raises(ValueError, match="placeholder"):
+            split_prompt("no slot")
+
+    def test_llm_path_evaluates_few_tokens_per_message(self, tmp_path: Path, gguf_dir: Path) -> None:
+        cfg = make_cfg(tmp_path, llm_model=str(gguf_dir / "tiny-llama.gguf"), use_llm="always")
+        with open_label_scorer(cfg) as scorer:
+            cue = scorer.message_tokens("")  # what every message adds besides its own tokens
+            assert 1 <= len(cue) <= 3 < scorer.n_prefix_tokens
+            toks = scorer.message_tokens("KEKW what a play")
+            assert toks[-len(cue):] == cue and len(toks) < len(cue) + 16
+            rows = scorer.score(["KEKW", "Sadge", "what game is this"])
+            assert rows.shape == (3, len(cfg.category_names))
+            assert np.allclose(np.exp(rows).sum(axis=1), 1.0)
 
 
 class TestModels:

@@ -11,6 +11,7 @@ from bot.config import DEFAULT_CATEGORIES, Category
 from bot.errors import ModelError
 from bot.glossary import EMOJI, GLOSSARY, matches
 from bot.head import (
+    EMB_BLOCK_L2,
     FeatureSpec,
     Head,
     Vocabulary,
@@ -133,6 +134,47 @@ class TestTraining:
         assert f[0, 0] > 0 and f[0, 2] == 0
         assert f[1, 2] > 0 and f[1, 0] == 0
         assert f[2, :3].tolist() == [0, 0, 0] and f[2, 3] == 0
+
+
+class TestBlockL2:
+    """A sentence-embedding block is shrunk by its own L2; the scaling travels with the saved head."""
+
+    def _data(self) -> tuple[list[str], list[str], np.ndarray]:
+        texts = [t for t, _ in TRAIN]
+        labels = [lab for _, lab in TRAIN]
+        rng = np.random.default_rng(0)
+        valence = np.array([{c.name: c.valence for c in CATS}[lab] for lab in labels], dtype=np.float64)
+        emb = rng.normal(size=(len(texts), 6)) + valence[:, None]  # informative, so a weak L2 would use it
+        return texts, labels, emb
+
+    def test_embedding_block_is_shrunk_by_default(self) -> None:
+        texts, labels, emb = self._data()
+        spec = FeatureSpec(extras={"emb:m": 6})
+        weak = train_head(texts, labels, CATS, spec, extras={"emb:m": emb}, block_l2={"emb:m": 1e-3})
+        strong = train_head(texts, labels, CATS, spec, extras={"emb:m": emb})
+        block = slice(len(CATS) + 1 + 11, len(CATS) + 1 + 11 + 6)  # after the glossary and surface columns
+
+        def size(head: Head) -> float:
+            w = head.v_dense[block] / head.dense_scale[block, None]  # weights on the raw embedding values
+            return float(np.abs(w).sum())
+
+        assert strong.meta["block_l2"] == {"emb:m": EMB_BLOCK_L2} and EMB_BLOCK_L2 > 1e-3
+        assert size(strong) < 0.5 * size(weak)
+        other = slice(0, block.start)  # the glossary/surface columns keep their scaling
+        assert np.allclose(strong.dense_scale[other], weak.dense_scale[other])
+
+    def test_round_trip_keeps_block_scaling(self, tmp_path: Path) -> None:
+        texts, labels, emb = self._data()
+        head = train_head(texts, labels, CATS, FeatureSpec(extras={"emb:m": 6}), extras={"emb:m": emb})
+        head.save(tmp_path / "head-e.npz")
+        loaded = Head.load(tmp_path / "head-e.npz")
+        a = head.predict_proba(texts[:5], CATS, {"emb:m": emb[:5]})
+        b = loaded.predict_proba(texts[:5], CATS, {"emb:m": emb[:5]})
+        assert np.allclose(a, b, atol=1e-5)
+
+    def test_unknown_block_is_named(self) -> None:
+        with pytest.raises(ValueError, match="emb:nope"):
+            train_head(["a", "b"], ["positive", "negative"], CATS, block_l2={"emb:nope": 1.0})
 
 
 class TestGlossary:

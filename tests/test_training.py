@@ -166,7 +166,8 @@ class TestCommands:
         chat = json.loads(export_lines(pairs, DEFAULT_CATEGORIES, "chat", "SYSTEM", "T {categories} {message}")[0])
         assert [m["role"] for m in chat["messages"]] == ["system", "user", "assistant"]
         assert chat["messages"][1]["content"] == "Pog" and chat["messages"][2]["content"] == "hype"
-        pc = json.loads(export_lines(pairs, DEFAULT_CATEGORIES, "prompt-completion", "S", "{categories}|{message}")[0])
+        tpl = "{categories}|{message}\n"  # the file's final newline is not part of the prompt
+        pc = json.loads(export_lines(pairs, DEFAULT_CATEGORIES, "prompt-completion", "S", tpl)[0])
         assert pc["prompt"].endswith("|Pog") and "- hype:" in pc["prompt"] and pc["completion"] == " hype"
         with pytest.raises(ValueError, match="unknown export format"):
             export_lines(pairs, DEFAULT_CATEGORIES, "xml", "", "")
