@@ -246,6 +246,24 @@ class TestBatching:
             assert await st.count_messages() == 25
         assert not (spool_dir / SPOOL_FILE).exists()
 
+    async def test_large_batches_of_verdicts(self, storage_config: StorageConfig, spool_dir: Path) -> None:
+        """At the default batch size hundreds of verdicts share a batch; all land, nothing is spooled.
+
+        (FerretDB 1.24.2 never answers an update command of 100 or more statements, so the writer
+        chunks them; a single bulk_write here used to time out and be mistaken for an outage.)"""
+        cfg = storage_config.model_copy(update={"batch_size": 500, "flush_interval_ms": 60_000})
+        async with open_storage(cfg, spool_dir=spool_dir) as st:
+            for i in range(300):
+                st.writer.submit(chat(i))
+            await st.writer.flush()
+            for i in range(300):
+                st.writer.submit_verdict(f"msg-{i:06d}", verdict("hype"))
+            await st.writer.flush()
+            stats = st.writer.stats
+            assert stats.inserted == 300 and stats.verdicts_applied == 300
+            assert stats.spooled == 0 and stats.outages == 0
+            assert len(await st.recent_messages("somechannel", 500, classified_only=True)) == 300
+
 
 class TestOutage:
     """The database server is really stopped (its process terminated) and started again on the same port."""
