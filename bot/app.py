@@ -19,7 +19,7 @@ import signal
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ import structlog
 from aiohttp import web
 
 from bot.classifier import ClassifierService, load_classifier
-from bot.commands import CommandExecutor, CommandRouter, Reply, is_command
+from bot.commands import CommandExecutor, CommandRouter, is_command
 from bot.config import Config
 from bot.domain import ChatLine, MoodState, Verdict
 from bot.errors import ChatmoodError, ConfigError
@@ -89,11 +89,7 @@ class CommandQueue:
             line = await self._queue.get()
             try:
                 cmd = self.router.route(line, self._bot_login(line.channel))
-                if cmd is None:
-                    continue
-                if isinstance(cmd, Reply):
-                    await self.executor.send(cmd.channel, cmd.text, cmd.reply_to)
-                else:
+                if cmd is not None:
                     await self.executor.execute(cmd)
             except asyncio.CancelledError:
                 raise
@@ -111,7 +107,6 @@ class Pipeline:
     ingest: Ingest
     commands: CommandQueue
     clock: Callable[[], float] = time.time
-    _active: set[str] = field(default_factory=set)
 
     def services(self) -> dict[str, Coroutine[Any, Any, None]]:
         return {
@@ -141,7 +136,6 @@ class Pipeline:
             self.tracker.observe(line.channel, verdict)
             channels.add(line.channel)
         for channel in channels:
-            self._active.add(channel)
             self.publish(channel)
 
     def on_skipped(self, channel: str, n: int) -> None:
