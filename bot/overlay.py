@@ -27,7 +27,7 @@ import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiohttp_jinja2
 import jinja2
@@ -40,6 +40,7 @@ from bot.domain import MoodState
 from bot.hub import MoodHub, Subscription
 from bot.overlay_guard import ParamError
 
+T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -288,6 +289,20 @@ async def dashboard_page(request: web.Request) -> dict[str, Any] | web.StreamRes
 # --------------------------------------------------------------------------------------------- api
 
 
+async def _from_storage(
+    app: web.Application, what: str, channel: str, query: Callable[[OverlayStorage], Awaitable[T]]
+) -> T | web.Response:
+    """A storage query for an API answer, or the 503 that says why there is none (the page keeps serving)."""
+    storage = app[STORAGE_KEY]
+    if storage is None:
+        return _json_error(503, "no database is configured")
+    try:
+        return await query(storage)
+    except Exception as e:  # the database is down: say so, keep serving
+        log.warning(f"{what}_storage_failed", channel=channel, error=repr(e))
+        return _json_error(503, "the database did not answer")
+
+
 async def api_mood(request: web.Request) -> web.Response:
     channel = _channel(request)
     request.app[AUTH_KEY].require_read(request)
@@ -302,14 +317,9 @@ async def api_timeline(request: web.Request) -> web.Response:
         since = guard.parse_since(request.query.get("since"))
     except ParamError as e:
         return _json_error(400, str(e))
-    storage = app[STORAGE_KEY]
-    if storage is None:
-        return _json_error(503, "no database is configured")
-    try:
-        snaps = await storage.snapshots(channel, since)
-    except Exception as e:  # the database is down: say so, keep serving
-        log.warning("timeline_storage_failed", channel=channel, error=repr(e))
-        return _json_error(503, "the database did not answer")
+    snaps = await _from_storage(app, "timeline", channel, lambda st: st.snapshots(channel, since))
+    if isinstance(snaps, web.Response):
+        return snaps
     names = [c.name for c in app[CATEGORIES_KEY]]
     return web.json_response(timeline_columns(channel, since, names, snaps))
 
@@ -322,14 +332,9 @@ async def api_messages(request: web.Request) -> web.Response:
         limit = guard.parse_int(request.query.get("limit"), "limit", default=RECENT_LIMIT, low=1, high=500)
     except ParamError as e:
         return _json_error(400, str(e))
-    storage = app[STORAGE_KEY]
-    if storage is None:
-        return _json_error(503, "no database is configured")
-    try:
-        docs = await storage.recent_messages(channel, limit)
-    except Exception as e:  # the database is down: say so, keep serving
-        log.warning("messages_storage_failed", channel=channel, error=repr(e))
-        return _json_error(503, "the database did not answer")
+    docs = await _from_storage(app, "messages", channel, lambda st: st.recent_messages(channel, limit))
+    if isinstance(docs, web.Response):
+        return docs
     return web.json_response({"channel": channel, "messages": [message_json(d) for d in docs]})
 
 

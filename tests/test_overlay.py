@@ -12,13 +12,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
+from conftest import make_storage_config
 from overlay_env import TOKEN, OverlayEnv, serve
 
+from bot.devdb import DevDb
 from bot.domain import ChatLine, MoodState, Verdict
 from bot.hub import MoodHub
 from bot.overlay import OverlayStorage
 from bot.overlay_guard import CSRF_HEADER, ParamError, TokenAuth, parse_overlay_params, parse_since
-from bot.storage import Storage
+from bot.storage import Storage, open_storage
 
 COLOUR = re.compile(r"^#[0-9a-f]{6}$")
 
@@ -532,3 +534,25 @@ class TestDashboardWithStorage:
         since = (now - timedelta(hours=3)).isoformat().replace("+00:00", "Z")
         async with http.get(f"{url}/api/timeline/somechan", params={"since": since}) as r:
             assert (await r.json())["label"] == ["sad", "hype", "angry"]
+
+
+class TestDatabaseDown:
+    """With the database really stopped, the API answers 503 and says so; the overlay keeps serving."""
+
+    async def test_api_says_the_database_did_not_answer(
+        self, own_ferretdb: DevDb, spool_dir: Path, http: aiohttp.ClientSession
+    ) -> None:
+        async with open_storage(make_storage_config(own_ferretdb.url), spool_dir=spool_dir) as storage:
+            env = OverlayEnv(storage=storage)
+            async with serve(env) as base:
+                await own_ferretdb.astop()
+                try:
+                    auth = {"Authorization": f"Bearer {TOKEN}"}
+                    for path in ("/api/timeline/somechan?since=15m", "/api/messages/somechan"):
+                        async with http.get(base + path, headers=auth) as r:
+                            assert r.status == 503, path
+                            assert "did not answer" in (await r.json())["error"]
+                    async with http.get(f"{base}/api/mood/somechan") as r:
+                        assert r.status == 200
+                finally:
+                    await own_ferretdb.astart()
