@@ -19,9 +19,12 @@ import pytest_asyncio
 from overlay_env import COLOURS, TOKEN, OverlayEnv, serve, verdict
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, async_playwright
 
+from bot.app import bound_port, open_pipeline, serve_overlay, supervise
+from bot.config import StorageConfig, parse_config
 from bot.domain import ChatLine
 from bot.mood import colour_distance, hex_to_rgb
 from bot.overlay import STATIC_DIR, VENDOR_JS
+from bot.replay import replay
 from bot.storage import Storage
 
 pytestmark = pytest.mark.browser
@@ -263,4 +266,69 @@ class TestDashboardInChromium:
             assert env.resets == ["demo"]
             assert await page.text_content("#mood-label") == "neutral"
             assert re.fullmatch(r"\d+", await page.text_content("#mood-messages") or "")
+        watch.assert_clean()
+
+
+HYPE_CHAT = ["LETS GOOOO PogChamp", "POGGERS what a play", "HOLY CLUTCH PogU", "W W W LETSGO", "insane play PogChamp"]
+
+
+class TestPipelineInChromium:
+    """The whole path a streamer sees: replayed chat -> ingest -> classifier -> mood -> hub -> overlay."""
+
+    async def test_replayed_hype_chat_turns_the_overlay(
+        self, browser: Browser, storage_config: StorageConfig, spool_dir: Path, tmp_path: Path
+    ) -> None:
+        """A burst of hype chat replayed through ingest (stored, classified by the real cold-start head)
+        moves the overlay in Chromium from neutral to hype, its colour towards the hype colour."""
+        cfg = parse_config({"classifier": {"embedding_model": "", "models_dir": str(tmp_path / "models")}}, {})
+        cfg = cfg.model_copy(update={"storage": storage_config.model_copy(update={"spool_dir": spool_dir})})
+        lines = [
+            ChatLine(
+                message_id=f"hype-{i}",
+                channel="replaychan",
+                user_id=str(100 + i),
+                user_login=f"fan{i}",
+                user_name=f"Fan{i}",
+                text=HYPE_CHAT[i % len(HYPE_CHAT)],
+                sent_at=datetime.now(UTC) + timedelta(milliseconds=50 * i),
+            )
+            for i in range(40)
+        ]
+        watch = Watch()
+
+        async def health() -> dict[str, object]:
+            return {"database": {"ok": True}}
+
+        async with (
+            open_pipeline(cfg) as p,
+            serve_overlay(p, "127.0.0.1", 0, TOKEN, health) as runner,
+            supervise(p.services()),
+        ):
+            page = watch.attach(await browser.new_page(viewport={"width": 400, "height": 400}))
+            await page.goto(f"http://127.0.0.1:{bound_port(runner)}/overlay/replaychan?style=orb&label=1")
+            await page.wait_for_selector('#overlay[data-connected="1"]', timeout=WAIT_MS)
+            neutral = p.tracker.state("replaychan").colour
+            assert await computed(page, "backgroundColor") == css_rgb(neutral)
+
+            stats = await replay(lines, p.ingest.submit, speed=None, max_rate=400)
+            await p.classifier.drain()
+            assert stats.submitted == 40
+            state = p.tracker.state("replaychan")
+            assert state.label == "hype" and state.messages == 40
+
+            await page.wait_for_selector('#overlay[data-mood="hype"]', timeout=WAIT_MS)
+            await page.wait_for_function(
+                "n => getComputedStyle(document.getElementById('mood')).backgroundColor !== n",
+                arg=css_rgb(neutral),
+                timeout=WAIT_MS,
+            )
+            await page.wait_for_timeout(1_500)  # let the CSS transition finish
+            shown = await computed(page, "backgroundColor")
+            r, g, b = (int(x) for x in re.findall(r"\d+", shown)[:3])
+            now_hex = f"#{r:02x}{g:02x}{b:02x}"
+            hype = COLOURS["hype"]
+            assert colour_distance(now_hex, hype) < colour_distance(neutral, hype) / 2
+            assert await page.text_content("#label") == "hype"
+            await p.storage.writer.flush()
+            assert await p.storage.count_messages("replaychan") == 40
         watch.assert_clean()
