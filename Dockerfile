@@ -22,7 +22,7 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 ARG LLAMA_CMAKE_ARGS="-DGGML_NATIVE=OFF"
 RUN apt-get update \
- && apt-get install -y --no-install-recommends build-essential curl ca-certificates \
+ && apt-get install -y --no-install-recommends build-essential ca-certificates npm \
  && rm -rf /var/lib/apt/lists/*
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     CMAKE_ARGS=${LLAMA_CMAKE_ARGS} CMAKE_BUILD_PARALLEL_LEVEL=4

@@ -6,8 +6,8 @@
 #
 #   tools/fetch_static.sh [DEST_DIR]      (default: bot/static/vendor next to this script)
 #
-# Needs `npm` (Debian: apt-get install npm) or, failing that, curl against the
-# registry's tarball URL. Without the files the dashboard still works, minus the chart.
+# Needs `npm` (Debian: apt-get install npm). Without the files the dashboard still
+# works, minus the chart.
 set -eu  # POSIX sh (the Makefile runs it with sh)
 
 VERSION="1.6.32"
@@ -32,14 +32,11 @@ fi
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 tarball="$tmp/uplot-$VERSION.tgz"
-if command -v npm >/dev/null 2>&1; then
-  (cd "$tmp" && npm pack --silent "uplot@$VERSION" >/dev/null)
-elif command -v curl >/dev/null 2>&1; then
-  curl -fsSL "https://registry.npmjs.org/uplot/-/uplot-$VERSION.tgz" -o "$tarball"
-else
-  echo "fetch_static: need npm or curl to fetch uPlot $VERSION" >&2
+if ! command -v npm >/dev/null 2>&1; then
+  echo "fetch_static: npm is needed to fetch uPlot $VERSION from the npm registry (apt-get install npm)" >&2
   exit 1
 fi
+(cd "$tmp" && npm pack --silent "uplot@$VERSION" >/dev/null)
 
 if ! sha_ok "$tarball" "$TARBALL_SHA256"; then
   echo "fetch_static: uplot-$VERSION.tgz does not match the pinned sha256; refusing it" >&2
