@@ -18,7 +18,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -126,9 +126,6 @@ class Pipeline:
         self.publish(channel)
         log.info("mood_reset", channel=channel)
 
-    def mood_state(self, channel: str) -> MoodState:
-        return self.tracker.state(channel)
-
     async def on_verdicts(self, pairs: list[tuple[ChatLine, Verdict]]) -> None:
         channels = set()
         for line, verdict in pairs:
@@ -137,9 +134,6 @@ class Pipeline:
             channels.add(line.channel)
         for channel in channels:
             self.publish(channel)
-
-    def on_skipped(self, channel: str, n: int) -> None:
-        self.tracker.add_skipped(channel, n)
 
     async def _tick(self) -> None:
         """Idle chat drifts to neutral: republish every second so the overlay follows the decay."""
@@ -153,6 +147,13 @@ class Pipeline:
             await asyncio.sleep(self.cfg.mood.snapshot_interval_s)
             for channel in list(self.tracker.channels()):
                 await self.save_snapshot(channel)
+
+    async def settle(self, channels: Iterable[str]) -> None:
+        """After a replay: everything offered is classified and stored, and the timeline has a point."""
+        await self.classifier.drain()
+        await self.storage.writer.flush()
+        for channel in channels:
+            await self.save_snapshot(channel)
 
     async def save_snapshot(self, channel: str) -> None:
         state = self.tracker.state(channel)
@@ -187,9 +188,7 @@ async def open_pipeline(
         async def on_verdicts(pairs: list[tuple[ChatLine, Verdict]]) -> None:
             await holder[0].on_verdicts(pairs)
 
-        service = ClassifierService(
-            classifier, cfg, on_verdicts, rng=random.Random(), on_skipped=lambda ch, n: holder[0].on_skipped(ch, n)
-        )
+        service = ClassifierService(classifier, cfg, on_verdicts, rng=random.Random(), on_skipped=tracker.add_skipped)
 
         async def log_reply(channel: str, text: str, reply_to: str | None) -> None:
             log.info("reply_not_sent", channel=channel, text=text, reason="no Twitch connection")
@@ -219,7 +218,7 @@ async def serve_overlay(
         cfg=p.cfg.overlay,
         categories=p.cfg.categories,
         hub=p.hub,
-        mood_state=p.mood_state,
+        mood_state=p.tracker.state,
         storage=p.storage,
         reset=p.reset,
         health=health,
@@ -291,10 +290,7 @@ async def replay_file(
             progress=progress_bar_for(),
             total=parsed.total_hint,
         )
-        await p.classifier.drain()
-        await p.storage.writer.flush()
-        for ch in channels:
-            await p.save_snapshot(ch)
+        await p.settle(channels)
         print(format_summary(stats), file=out)
         for line in _summary(p, channels):
             print(line, file=out)
@@ -321,7 +317,6 @@ async def demo(
     speed: float = 1.0,
     once: bool = False,
     out: Any = None,
-    ready: Callable[[str], None] | None = None,
 ) -> int:
     """``chatmood demo``: the bundled sample chat through ingest -> classify -> mood -> overlay.
 
@@ -366,8 +361,6 @@ async def demo(
         print(f"           {base}/overlay/demo?style=bar&label=1  |  {base}/overlay/demo?style=orb", file=out)
         print(f"dashboard: {base}/dashboard/demo?token={token}", file=out)
         print("replaying the sample chat" + ("" if once else " (Ctrl+C to stop)"), file=out, flush=True)
-        if ready:
-            ready(base)
         async with supervise(p.services()):
             passes = 0
             while not stop.is_set():
@@ -387,9 +380,7 @@ async def demo(
                         t.cancel()
                     await asyncio.gather(replaying, stopping, return_exceptions=True)
                 passes += 1
-                await p.classifier.drain()
-                await p.storage.writer.flush()
-                await p.save_snapshot("demo")
+                await p.settle(["demo"])
                 for line in _summary(p, {"demo"}):
                     print(line, file=out, flush=True)
                 if once:
@@ -577,6 +568,7 @@ async def run(
         p = await stack.enter_async_context(
             open_pipeline(cfg, send=send, bot_login=lambda ch: holder[0].login_for(ch) if holder else "")
         )
+
         def on_chat(line: ChatLine) -> None:
             p.ingest.submit(line)
 
