@@ -12,23 +12,24 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bot.errors import ChatmoodError, ConfigError
+
+if TYPE_CHECKING:
+    from bot.config import Config
 
 DEFAULT_CONFIG = Path("bots.toml")
 
 
-def _positive(kind: type[float] | type[int]):  # type: ignore[no-untyped-def]
-    def parse(text: str) -> float | int:
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
-        return value
-
-    return parse
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be greater than 0, got {text}")
+    return value
 
 
 def _port(text: str) -> int:
@@ -73,17 +74,15 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", type=Path)
     sp.add_argument("--channel", help="channel name (default: the one the log names; required for logs that name none)")
     pace = sp.add_mutually_exclusive_group()
-    pace.add_argument(
-        "--speed", type=_positive(float), default=None, help="scale real arrival times (2 = twice as fast)"
-    )
-    pace.add_argument("--max-rate", type=_positive(float), default=None, help="as fast as allowed, up to N msg/s")
+    pace.add_argument("--speed", type=_positive, default=None, help="scale real arrival times (2 = twice as fast)")
+    pace.add_argument("--max-rate", type=_positive, default=None, help="as fast as allowed, up to N msg/s")
     config_arg(sp)
 
     sp = sub.add_parser("demo", help="replay a bundled sample chat through everything and serve the overlay")
     config_arg(sp)
     sp.add_argument("--host", default=None, help="overlay host (default 127.0.0.1)")
     sp.add_argument("--port", type=_port, default=None, help="overlay port (default 8080)")
-    sp.add_argument("--speed", type=_positive(float), default=1.0, help="replay speed (default real time)")
+    sp.add_argument("--speed", type=_positive, default=1.0, help="replay speed (default real time)")
     sp.add_argument("--once", action="store_true", help="exit after one pass of the sample chat")
 
     sp = sub.add_parser("classify", help="classify messages given on the command line")
@@ -109,16 +108,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(path: Path | None, *, must_exist: bool = False):  # type: ignore[no-untyped-def]
-    from bot.config import Config, load_config, parse_config
+def _load(path: Path | None) -> Config:
+    """The given file; without one, ./bots.toml if it exists, else the built-in defaults."""
+    from bot.config import load_config, parse_config
 
-    if path is None:
-        if DEFAULT_CONFIG.exists():
-            path = DEFAULT_CONFIG
-        else:
-            return parse_config({}, os.environ) if not must_exist else load_config(DEFAULT_CONFIG, os.environ)
-    cfg: Config = load_config(path, os.environ)
-    return cfg
+    if path is None and not DEFAULT_CONFIG.exists():
+        return parse_config({}, os.environ)
+    return load_config(path or DEFAULT_CONFIG, os.environ)
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
@@ -132,7 +128,7 @@ async def _dispatch(args: argparse.Namespace) -> int:
 
         return await demo(_load(args.config), host=args.host, port=args.port, speed=args.speed, once=args.once)
 
-    cfg = _load(getattr(args, "config", None), must_exist=cmd in ("run", "auth"))
+    cfg = _load(getattr(args, "config", None))
     from bot.logs import configure_logging
 
     configure_logging(cfg.logging.level, cfg.logging.format)
