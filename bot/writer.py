@@ -587,6 +587,22 @@ class MessageWriter:
                     log.error("storage_spool_line_unreadable", offset=offset - len(raw), error=str(e)[:200])
         return ops, offset
 
+    async def _apply_after_probe(self, ops: list[Op]) -> None:
+        """``_apply``, once more at once if the first try hits a dead connection.
+
+        The probe has its own client; the writer's pool may still hold a connection from before the
+        server restarted, and the first write on it fails although the server is up. Inserts are keyed
+        by ``_id`` and verdicts are ``$set``, so the repeat is safe. (A failure after the inserts were
+        acknowledged, ``_PartlyWritten``, is not repeated here: its verdicts are retried as usual.)
+        """
+        try:
+            await self._apply(ops)
+        except PyMongoError as e:
+            if not _is_transient(e):
+                raise
+            log.info("storage_retrying_stale_connection", error=str(e)[:200])
+            await self._apply(ops)
+
     async def _recover(self) -> None:
         """If the database answers, write the spool back in order and leave spooling mode."""
         replayed = 0
@@ -601,7 +617,7 @@ class MessageWriter:
                     break
                 # A failure part way leaves the offset alone: the next attempt repeats the chunk,
                 # where the unique _id turns repeated inserts into counted duplicates.
-                await self._apply(ops)
+                await self._apply_after_probe(ops)
                 self._spool_offset = offset
                 replayed += len(ops)
                 self._stats.replayed += len(ops)
