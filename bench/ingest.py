@@ -1,7 +1,7 @@
 """Ingest benchmark: parsed chat line -> acknowledged MongoDB document, and a database-outage drill.
 
 Run with the project's venv: ``.venv/bin/python bench/ingest.py`` (``--quick`` for a short run).
-It starts its own FerretDB (``bot.devdb``) on a free port with a temporary folder, and prints progress
+It starts its own FerretDB (``bot.storage.devdb``) on a free port with a temporary folder, and prints progress
 on stderr and ONE JSON object as the last line of stdout.
 
 1. Throughput, same run, same server, each on a fresh database:
@@ -44,10 +44,11 @@ from pydantic import SecretStr  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
 from bot.config import StorageConfig  # noqa: E402
-from bot.devdb import DevDb, run_devdb  # noqa: E402
 from bot.domain import ChatLine, EmoteSpan, synthetic_message_id  # noqa: E402
-from bot.storage import MessageDoc, open_storage  # noqa: E402
-from bot.writer import message_document  # noqa: E402
+from bot.storage.devdb import DevDb, run_devdb  # noqa: E402
+from bot.storage.documents import MessageDoc  # noqa: E402
+from bot.storage.store import open_storage  # noqa: E402
+from bot.storage.writer import message_document  # noqa: E402
 
 CSV_LOG = ROOT.parent / "shared" / "data" / "chatlogs" / "hasanabi-2022-11-26.csv"
 LINE_RE = re.compile(r"^\[(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d) UTC\] ([A-Za-z0-9_]{1,25}): (.*)$")
@@ -146,7 +147,7 @@ class CpuMeter:
         server = 0.0
         if self.pid is not None:
             with contextlib.suppress(OSError):
-                fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+                fields = Path(f"/proc/{self.pid}/stat").read_text(encoding="ascii").rsplit(")", 1)[1].split()
                 server = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         return r.ru_utime + r.ru_stime, server
 

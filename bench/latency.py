@@ -35,13 +35,15 @@ from pydantic import SecretStr
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bot.app import open_pipeline, serve_overlay, supervise  # noqa: E402
-from bot.chatlog import open_log  # noqa: E402
-from bot.commands import is_command  # noqa: E402
+from bot.app import serve_overlay  # noqa: E402
+from bot.commands.router import is_command  # noqa: E402
 from bot.config import parse_config  # noqa: E402
-from bot.devdb import run_devdb  # noqa: E402
 from bot.domain import ChatLine, Verdict  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
+from bot.pipeline import open_pipeline  # noqa: E402
+from bot.replay.logfile import open_log  # noqa: E402
+from bot.storage.devdb import run_devdb  # noqa: E402
+from bot.tasks import supervise  # noqa: E402
 
 SAMPLE = ROOT / "bot" / "data" / "sample_chat.jsonl"
 
@@ -135,11 +137,10 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 return {"database": {"ok": True}}
 
             async with (
-                serve_overlay(p, "127.0.0.1", 0, "bench-token", health) as runner,
+                serve_overlay(p, "127.0.0.1", 0, "bench-token", health) as base,
                 supervise(p.services()),
                 aiohttp.ClientSession() as http,
             ):
-                port = next(iter(runner.addresses))[1]
                 result: dict[str, Any] = {
                     "rate_msgs_per_s": args.rate,
                     "model": p.classifier.version,
@@ -148,7 +149,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 # --- chatmood's pipeline ---
                 n = int(args.rate * args.seconds)
                 watcher = Watcher()
-                async with http.ws_connect(f"http://127.0.0.1:{port}/ws/bench") as ws:
+                async with http.ws_connect(f"{base}/ws/bench") as ws:
                     reader = asyncio.create_task(watcher.run(ws), name="bench-ws-pipeline")
                     try:
                         submitted = await paced(
@@ -162,7 +163,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 result["pipeline"] = {"messages": n, "unreflected": missing, **percentiles(lat)}
 
                 # --- the naive path: one insert and one generated prompt per message ---
-                result["naive"] = await naive(args, p, http, port, texts, db.url)
+                result["naive"] = await naive(args, p, http, base, texts, db.url)
 
     pipe_p95 = result["pipeline"]["p95_s"]
     naive_p95 = result["naive"].get("p95_s")
@@ -174,16 +175,16 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
 
 
 async def naive(
-    args: argparse.Namespace, p: Any, http: aiohttp.ClientSession, port: int, texts: list[str], db_url: str
+    args: argparse.Namespace, p: Any, http: aiohttp.ClientSession, base: str, texts: list[str], db_url: str
 ) -> dict[str, Any]:
     from pymongo import AsyncMongoClient
 
-    from bot.llama import LabelScorer
-    from bot.models import resolve_model
+    from bot.llm.llama import LabelScorer
+    from bot.llm.registry import resolve_model
 
     try:
         path = resolve_model("smollm2", ROOT / "models")
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 - the naive path needs the LLM; without it the figure is skipped
         return {"skipped": f"no LLM for the naive path: {e}"}
     names = list(p.cfg.category_names)
     prefix = "Classify the mood of a Twitch chat message as one of: " + ", ".join(names) + ".\nAnswer with one word.\n"
@@ -207,11 +208,11 @@ async def naive(
                 unlabelled += 1
                 label = "neutral"
             probs = {c: (1.0 if c == label else 0.0) for c in names}
-            p.tracker.observe("naive", Verdict(label=label, confidence=1.0, probs=probs, model="naive"))
-            p.publish("naive")
+            p.mood.tracker.observe("naive", Verdict(label=label, confidence=1.0, probs=probs, model="naive"))
+            p.mood.publish("naive")
 
     try:
-        async with http.ws_connect(f"http://127.0.0.1:{port}/ws/naive") as ws:
+        async with http.ws_connect(f"{base}/ws/naive") as ws:
             reader = asyncio.create_task(watcher.run(ws), name="bench-ws-naive")
             worker = asyncio.create_task(handle(), name="bench-naive-worker")
             try:

@@ -23,8 +23,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot.llama import Embedder, LabelScorer
-from bot.models import KNOWN_MODELS, resolve_model
+from bot.llm.llama import Embedder, LabelScorer
+from bot.llm.registry import KNOWN_MODELS, resolve_model
 
 WORDS = ("lol pog kekw the play was insane what a clutch gg ez sadge no way he missed that omegalul love you chat "
          "hype lets go wtf is this streamer doing monkaS widepeepoHappy LUL W L ratio trash team so bad I cant "

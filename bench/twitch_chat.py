@@ -4,7 +4,7 @@ Run with the project's venv: ``.venv/bin/python bench/twitch_chat.py [--n 20000]
 Progress goes to stderr; the last line of stdout is ONE JSON object.
 
 1. Conversion, same payloads, same run:
-   * ``raw``: what bot/twitch.py does: the payload stays a dict (``_Raw``) and ``chat_line_from_event`` reads it;
+   * ``raw``: what bot/twitch/bot.py does: the payload stays a dict (``_Raw``) and ``chat_line_from_event`` reads it;
    * ``typed`` (the naive path): twitchAPI's default, parsing into ``ChannelChatMessageEvent`` objects (what
      ``listen_channel_chat_message`` hands out) and converting back with ``to_dict()``.
 2. End to end over loopback: the in-repo fake Twitch pushes a burst of notifications through a real WebSocket
@@ -26,23 +26,18 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+sys.path.insert(0, str(ROOT))
 
 import structlog  # noqa: E402
-from fake_twitch import (  # type: ignore[import-not-found,unused-ignore]  # noqa: E402  # tests/ is put on sys.path above
-    FakeTwitch,
-    FakeUser,
-    chat_event,
-    emote_fragment,
-    text_fragment,
-)
 from pydantic import SecretStr  # noqa: E402
 from twitchAPI.object.eventsub import ChannelChatMessageEvent  # noqa: E402
 
-from bot.auth import TokenSet, TokenStore  # noqa: E402
 from bot.config import BotConfig, TwitchConfig  # noqa: E402
 from bot.domain import ChatLine  # noqa: E402
-from bot.twitch import TwitchBot, chat_line_from_event  # noqa: E402
+from bot.twitch.bot import TwitchBot  # noqa: E402
+from bot.twitch.events import chat_line_from_event  # noqa: E402
+from bot.twitch.tokens import TokenSet, TokenStore  # noqa: E402
+from tests.fakes.twitch import FakeTwitch, FakeUser, chat_event, emote_fragment, text_fragment  # noqa: E402
 
 
 def payloads(n: int) -> list[dict[str, Any]]:

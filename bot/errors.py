@@ -7,8 +7,10 @@
     ├── StorageError           the database refused or could not be reached
     ├── ModelError             a GGUF model or trained head is missing or unusable (``path``, ``hint``)
     ├── ReplayError            a chat log cannot be read at all (malformed lines are counted, not raised)
+    ├── DataError              a labelled file cannot be used (missing columns, unknown labels, unreadable)
     └── TwitchError            Twitch refused us
-        └── AuthError          a token is missing, expired or revoked (``bot``): run ``chatmood auth``
+        ├── AuthError          a token is missing, expired or revoked (``bot``): run ``chatmood auth``
+        └── AuthRejected       Twitch's OAuth endpoint refused a token, refresh token or code (``reason``)
 """
 
 from __future__ import annotations
@@ -48,6 +50,10 @@ class ReplayError(ChatmoodError):
     pass
 
 
+class DataError(ChatmoodError):
+    """A labelled file cannot be used (missing columns, unknown labels, unreadable)."""
+
+
 class TwitchError(ChatmoodError):
     pass
 
@@ -57,3 +63,11 @@ class AuthError(TwitchError):
         self.bot = bot
         self.problem = problem
         super().__init__(f"bot {bot!r}: {problem}; run `chatmood auth --bot {bot}`")
+
+
+class AuthRejected(TwitchError):
+    """Twitch refused a token, a refresh token or a code (``reason`` is Twitch's message, never a token)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(f"Twitch refused the credentials: {reason}")

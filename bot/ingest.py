@@ -8,20 +8,34 @@ Nothing here awaits the database or a model, so a slow one never stalls chat.
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Protocol
 
 import structlog
 
-from bot.domain import ChatLine, clean_text
+from bot.domain import ChatLine, SeenIds
 
 log = structlog.get_logger(__name__)
 
 
 class MessageSink(Protocol):
+    """Storage's writer: takes a message without waiting."""
+
     def submit(self, line: ChatLine) -> None: ...
+
+
+class Classifying(Protocol):
+    """The classifier service: takes a message to classify without waiting (it samples under overload)."""
+
+    def offer(self, line: ChatLine) -> None: ...
+
+
+class Commanding(Protocol):
+    """The command queue: tells command lines apart and takes them without waiting."""
+
+    def is_command(self, line: ChatLine) -> bool: ...
+
+    def offer(self, line: ChatLine) -> None: ...
 
 
 @dataclass
@@ -36,17 +50,14 @@ class Ingest:
         self,
         *,
         writer: MessageSink,
-        classify: Callable[[ChatLine], None] | None = None,
-        command: Callable[[ChatLine], None] | None = None,
-        is_command: Callable[[ChatLine], bool] = lambda line: line.text.startswith("!"),
+        classifier: Classifying,
+        commands: Commanding,
         remember: int = 20_000,
     ) -> None:
         self._writer = writer
-        self._classify = classify
-        self._command = command
-        self.is_command = is_command
-        self._recent: OrderedDict[str, None] = OrderedDict()
-        self._remember = remember
+        self._classifier = classifier
+        self._commands = commands
+        self._recent = SeenIds(remember)
         self.stats = IngestStats()
 
     def submit(self, line: ChatLine) -> bool:
@@ -55,22 +66,15 @@ class Ingest:
             self.stats.rejected += 1
             log.warning("message_rejected", reason="missing id or channel", message_id=line.message_id)
             return False
-        if line.message_id in self._recent:
-            self._recent.move_to_end(line.message_id)
+        if not self._recent.first_time(line.message_id):
             self.stats.redelivered += 1
             return False
-        self._recent[line.message_id] = None
-        if len(self._recent) > self._remember:
-            self._recent.popitem(last=False)
-        if "\x00" in line.text:
-            line = replace(line, text=clean_text(line.text))
         self.stats.received += 1
         # Storage first: whatever happens after, the message is not lost.
         self._writer.submit(line)
         # Commands are steering, not mood: they go to the command queue, not the classifier.
-        command = self.is_command(line)
-        if self._command is not None and command:
-            self._command(line)
-        if self._classify is not None and not command:
-            self._classify(line)
+        if self._commands.is_command(line):
+            self._commands.offer(line)
+        else:
+            self._classifier.offer(line)
         return True

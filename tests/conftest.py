@@ -3,7 +3,7 @@
 Fixtures (names are stable; other test modules rely on them):
 
 ``ferretdb`` (session)
-    A :class:`bot.devdb.DevDb`: FerretDB v1.24.2 started once per test session on a free loopback port
+    A :class:`bot.storage.devdb.DevDb`: FerretDB v1.24.2 started once per test session on a free loopback port
     with a temporary data folder. ``.url`` is its ``mongodb://127.0.0.1:PORT/`` URL, ``.port`` its port.
     Do not stop it: tests that take a database down use ``own_ferretdb``.
 
@@ -20,7 +20,7 @@ Fixtures (names are stable; other test modules rely on them):
     An empty folder for the writer's disk spool.
 
 ``storage`` (function)
-    An open :class:`bot.storage.Storage` (``open_storage(storage_config, spool_dir=spool_dir)``): Beanie
+    An open :class:`bot.storage.store.Storage` (``open_storage(storage_config, spool_dir=spool_dir)``): Beanie
     initialised, the writer's flusher running; closed (final flush) after the test.
 
 The FerretDB binary comes from ``make setup`` (``make test`` builds it first). If it is missing the
@@ -41,9 +41,9 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from bot.config import StorageConfig
-from bot.devdb import DevDb, devdb, find_ferretdb
 from bot.errors import StorageError
-from bot.storage import Storage, open_storage
+from bot.storage.devdb import DevDb, devdb, find_ferretdb
+from bot.storage.store import Storage, open_storage
 
 
 def _require_ferretdb() -> None:

@@ -14,15 +14,16 @@ from typing import Any
 
 import aiohttp
 import pytest_asyncio
-from fake_twitch import FakeTwitch, chat_event
 from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
-from bot.app import replay_file, run
-from bot.auth import TokenSet, TokenStore
+from bot.app import cmd_run
 from bot.config import Config, load_config
-from bot.devdb import DevDb
+from bot.replay.run import cmd_replay
+from bot.storage.devdb import DevDb
+from bot.twitch.tokens import TokenSet, TokenStore
+from tests.fakes.twitch import FakeTwitch, chat_event
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,7 +81,7 @@ class Bot:
 
     async def __aenter__(self) -> Bot:
         self.task = asyncio.create_task(
-            run(self.cfg, host="127.0.0.1", stop=self.stop, ready=self.base.set_result), name="bot-under-test"
+            cmd_run(self.cfg, host="127.0.0.1", stop=self.stop, ready=self.base.set_result), name="bot-under-test"
         )
         done, _ = await asyncio.wait({self.task, self.base}, timeout=60, return_when=asyncio.FIRST_COMPLETED)
         if self.task in done:
@@ -283,7 +284,7 @@ class TestReplayCommand:
                 pass
 
         first, second = Out(), Out()
-        assert await replay_file(cfg, log, max_rate=10_000, out=first) == 0
+        assert await cmd_replay(cfg, log, max_rate=10_000, out=first) == 0
         stored = await db.messages.count_documents({})
         assert stored >= 1
         assert f"stored: {stored} new" in first.text
@@ -292,7 +293,7 @@ class TestReplayCommand:
             + await db.messages.count_documents({"text": {"$regex": "^!"}})
             == stored
         )
-        assert await replay_file(cfg, log, max_rate=10_000, out=second) == 0
+        assert await cmd_replay(cfg, log, max_rate=10_000, out=second) == 0
         assert await db.messages.count_documents({}) == stored
         assert "stored: 0 new" in second.text
         assert total >= stored

@@ -1,10 +1,10 @@
 #!/bin/sh
 # Fetch the dashboard's charting library (uPlot, MIT) from the npm registry into
-# bot/static/vendor/ (git-ignored: we don't commit third-party code). Idempotent: does
+# bot/web/static/vendor/ (git-ignored: we don't commit third-party code). Idempotent: does
 # nothing when the pinned files are already there. The package tarball and the two
 # files taken from it are checked against pinned sha256 sums.
 #
-#   tools/fetch_static.sh [DEST_DIR]      (default: bot/static/vendor next to this script)
+#   tools/fetch_static.sh [DEST_DIR]      (default: bot/web/static/vendor next to this script)
 #
 # Needs `npm` (Debian: apt-get install npm). Without the files the dashboard still
 # works, minus the chart.
@@ -16,7 +16,7 @@ JS_SHA256="19c8d4c6ad88929a79f4ae49d6f7161566dfd0ba3d15cc495e974f787eb78f1f"
 CSS_SHA256="df630c6a8d6f8eeaff264b50f73ce5b114f646ffd9a0bb74f049b0a00135fa04"
 
 here="$(cd "$(dirname "$0")" && pwd)"
-dest="${1:-$here/../bot/static/vendor}"
+dest="${1:-$here/../bot/web/static/vendor}"
 mkdir -p "$dest"
 dest="$(cd "$dest" && pwd)"
 

@@ -19,7 +19,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bot.domain import ChatLine, EmoteSpan
-from bot.replay import SAMPLE_CHAT, to_jsonl
+from bot.replay.jsonl import to_jsonl
+from bot.replay.logfile import SAMPLE_CHAT
 
 CHANNEL = "demo"
 CHANNEL_ID = "100000001"

@@ -3,10 +3,10 @@
 The core functions take plain ``(text, label)`` lists and need no database; the ``cmd_*`` functions add the I/O
 (files, storage, printing) for the CLI. Labels are category names (``hype``) or valences (``positive``,
 ``neutral``, ``negative``). Evaluation against valence labels maps each prediction to a valence by summing the
-probabilities of every category of that valence; training with them uses the partial-label loss in bot/head.py.
+probabilities of every category of that valence; training with them uses the partial-label loss in bot/classify/head.py.
 
 A trained head is saved as ``models_dir/head-<UTC timestamp>.npz``; the running bot picks the newest one up
-without a restart (:meth:`bot.classifier.PipelineClassifier.maybe_reload`).
+without a restart (:meth:`bot.classify.classifier.PipelineClassifier.maybe_reload`).
 """
 
 from __future__ import annotations
@@ -24,20 +24,13 @@ from typing import Any, TextIO
 import numpy as np
 import structlog
 
-from bot.classifier import (
-    Classifier,
-    FeatureSource,
-    PipelineClassifier,
-    VerdictCache,
-    classify_cached,
-    load_classifier,
-    normalise,
-    open_sources,
-    usable_starter,
-)
+from bot.classify.classifier import Classifier, FeatureSource, load_classifier, open_sources, usable_starter
+from bot.classify.features import FeatureSpec
+from bot.classify.head import Head, allowed_mask, train_head
+from bot.classify.service import VerdictCache, classify_cached
+from bot.classify.text import normalise
 from bot.config import Category, Config
-from bot.errors import ChatmoodError
-from bot.head import FeatureSpec, Head, allowed_mask, train_head
+from bot.errors import DataError
 
 log = structlog.get_logger(__name__)
 
@@ -48,10 +41,6 @@ VALENCE_NAMES: dict[int, str] = {v: k for k, v in VALENCES.items()}
 #: 0.1 65.9%, none 65.4% -- at 0.1 it costs nothing while keeping the categories meaningful.
 STARTER_WEIGHT = 0.1
 L2 = 1e-3
-
-
-class DataError(ChatmoodError):
-    """A labelled file cannot be used (missing columns, unknown labels, unreadable)."""
 
 
 # ------------------------------------------------------------------------------------------------ reading files
@@ -271,7 +260,7 @@ def _progress_bar(stream: TextIO) -> Callable[[int, int], None] | None:
 
 async def stored_examples(cfg: Config) -> list[tuple[str, str]]:
     """Every labelled example in the database as (text, label)."""
-    from bot.storage import open_storage
+    from bot.storage.store import open_storage
 
     async with open_storage(cfg.storage, spool_dir=cfg.resolve(cfg.storage.spool_dir)) as storage:
         docs = await storage.labeled_examples()
@@ -354,7 +343,7 @@ async def cmd_classify(cfg: Config, texts: Sequence[str], as_json: bool = False,
 def export_lines(pairs: Sequence[tuple[str, str]], categories: Sequence[Category], fmt: str,
                  system: str, prompt_template: str) -> list[str]:
     """JSONL fine-tuning lines: OpenAI chat (``{"messages": [system, user, assistant]}``) or prompt-completion."""
-    from bot.classifier import render_prompt
+    from bot.classify.prompt import render_prompt
 
     lines = []
     for text, label in pairs:
@@ -375,7 +364,7 @@ def export_lines(pairs: Sequence[tuple[str, str]], categories: Sequence[Category
 
 
 def _prompt_files(cfg: Config) -> tuple[str, str]:
-    from bot.classifier import render_prompt
+    from bot.classify.prompt import render_prompt
 
     tpl_path = cfg.resolve(cfg.classifier.prompt_template)
     sys_path = tpl_path.with_name("system.txt")
@@ -400,15 +389,3 @@ async def cmd_export(cfg: Config, fmt: str, out_path: Path, *, out: TextIO | Non
     return 0
 
 
-__all__ = [
-    "DataError",
-    "PipelineClassifier",
-    "cmd_classify",
-    "cmd_eval",
-    "cmd_export",
-    "cmd_train",
-    "compute_metrics",
-    "evaluate",
-    "read_examples",
-    "train_from_pairs",
-]

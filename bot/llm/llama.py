@@ -28,7 +28,7 @@ import numpy as np
 import structlog
 
 from bot.errors import ModelError
-from bot.models import check_gguf
+from bot.llm.gguf import atomic_path, check_gguf
 
 log = structlog.get_logger(__name__)
 
@@ -45,7 +45,7 @@ def _llama_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
 _GGML_LOG_LEVEL_ERROR = 4  # ggml_log_level: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
 
-LOAD_HINT = "run `make setup` or `python -m bot.models fetch`, or point the config at a valid GGUF"
+LOAD_HINT = "run `make setup` or `chatmood models fetch`, or point the config at a valid GGUF"
 
 
 def _load(path: Path, **kwargs: Any) -> llama_cpp.Llama:
@@ -431,3 +431,21 @@ class LabelScorer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------- quantize
+
+
+def requantize(src: Path, dst: Path, *, ftype: str = "q4_0", threads: int = 0) -> Path:
+    """Re-quantize a GGUF with llama.cpp (``llama_model_quantize``, requantizing allowed). Written atomically."""
+    ftypes = {"q4_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_0, "q8_0": llama_cpp.LLAMA_FTYPE_MOSTLY_Q8_0,
+              "q4_1": llama_cpp.LLAMA_FTYPE_MOSTLY_Q4_1}
+    params = llama_cpp.llama_model_quantize_default_params()
+    params.ftype = ftypes[ftype]
+    params.allow_requantize = True
+    params.nthread = threads
+    with atomic_path(dst) as tmp:
+        rc = llama_cpp.llama_model_quantize(str(src).encode(), str(tmp).encode(), params)
+        if rc != 0:
+            raise ModelError(src, f"llama.cpp could not quantize it to {ftype} (code {rc})")
+    return dst

@@ -2,7 +2,7 @@
 
 ::
 
-    with open_log(path, channel) as parsed:           # bot.chatlog: format detection and parsers
+    with open_log(path, channel) as parsed:           # bot.replay.logfile: format detection and parsers
         stats = await replay(parsed, ingest.submit, speed=2.0, progress=progress_bar_for())
     print(format_summary(stats))
 
@@ -32,18 +32,10 @@ from typing import TextIO
 
 import structlog
 
-from bot.chatlog import (
-    MAX_PROBLEMS,
-    REPLAY_EPOCH,
-    SAMPLE_CHAT,
-    LogFormat,
-    LogLines,
-    ParsedLog,
-    Problem,
-    open_log,
-    to_jsonl,
-)
 from bot.domain import ChatLine
+from bot.replay.jsonl import to_jsonl
+from bot.replay.logfile import SAMPLE_CHAT, open_log
+from bot.replay.parsed import MAX_PROBLEMS, REPLAY_EPOCH, LogFormat, LogLines, ParsedLog, Problem
 
 __all__ = [
     "MAX_PROBLEMS",

@@ -35,7 +35,7 @@ from bot.errors import StorageError
 log = structlog.get_logger(__name__)
 
 FERRETDB_ENV = "CHATMOOD_FERRETDB"
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_BINARY = REPO_ROOT / ".tools" / "bin" / "ferretdb"
 BUILD_HINT = "build it with `make setup` (or `cd tools/ferretdb && go build -trimpath -o ../../.tools/bin/ferretdb .`)"
 
@@ -195,7 +195,7 @@ async def run_devdb(
         yield db
 
 
-async def devdb_main(port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
+async def cmd_devdb(port: int, data_dir: Path, host: str = "127.0.0.1") -> int:
     """``chatmood devdb``: FerretDB in the foreground, its log on stderr, until SIGINT or SIGTERM."""
     try:
         binary = find_ferretdb()

@@ -1,11 +1,8 @@
-"""Storage: Beanie documents on MongoDB (FerretDB in development) and the queries chatmood makes.
+"""Storage: the database handle on MongoDB (FerretDB in development) and the queries chatmood makes.
 
-Collections: ``messages`` (:class:`MessageDoc`, ``_id`` = the Twitch message id, so a redelivered message
-is stored once), ``labeled_examples``, ``mood_snapshots`` and ``stream_sessions``. The schema keeps to
-what MongoDB 7/8 and FerretDB v1 both support: plain compound indexes, flat sub-documents, arrays of
-scalars only (emote spans are parallel arrays), ``$group`` with ``$sum`` only, no NUL in strings.
+The documents and their indexes are in :mod:`bot.storage.documents`.
 
-Message writes go through :class:`bot.writer.MessageWriter`, which :func:`open_storage` owns.
+Message writes go through :class:`bot.storage.writer.MessageWriter`, which :func:`open_storage` owns.
 """
 
 from __future__ import annotations
@@ -17,13 +14,10 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import ClassVar
 
 import structlog
 from beanie import Document, init_beanie
-from pydantic import Field
-from pymongo import ASCENDING, AsyncMongoClient, IndexModel
-from pymongo.asynchronous.database import AsyncDatabase
+from pymongo import AsyncMongoClient
 from pymongo.errors import (
     AutoReconnect,
     PyMongoError,
@@ -33,129 +27,23 @@ from pymongo.errors import (
 from bot.config import StorageConfig
 from bot.domain import MoodState, clean_text
 from bot.errors import StorageError
-from bot.writer import PROBE_TIMEOUT_MS, SPOOL_FILE, Doc, MessageWriter, utcnow
+from bot.storage.documents import (
+    DOCUMENT_MODELS,
+    Doc,
+    LabeledExampleDoc,
+    MessageDoc,
+    MoodSnapshotDoc,
+    StreamSessionDoc,
+    ensure_indexes,
+)
+from bot.storage.writer import PROBE_TIMEOUT_MS, SPOOL_FILE, MessageWriter, utcnow
+from bot.tasks import TaskSet
 
 log = structlog.get_logger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------
 # Documents
-
-
-class MessageDoc(Document):
-    """One chat message; the classification fields are filled in when its verdict arrives."""
-
-    id: str = Field(alias="_id")  # type: ignore[assignment]  # the Twitch message id, not an ObjectId
-    channel: str
-    channel_id: str = ""
-    user_id: str
-    user_login: str
-    user_name: str
-    text: str
-    sent_at: datetime
-    badges: list[str] = Field(default_factory=list)
-    emote_ids: list[str] = Field(default_factory=list)
-    emote_begins: list[int] = Field(default_factory=list)  # text[begin:end], code points, end exclusive
-    emote_ends: list[int] = Field(default_factory=list)
-    reply_to: str | None = None
-    received_at: datetime
-    # Ingest order (ns clock): BSON dates keep milliseconds, so this breaks ties in "latest message" queries.
-    seq: int = 0
-    label: str | None = None
-    confidence: float | None = None
-    probs: dict[str, float] | None = None
-    model: str | None = None
-    classified_at: datetime | None = None
-
-    class Settings:
-        name = "messages"
-        indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("channel", ASCENDING), ("sent_at", ASCENDING)], name="channel_sent_at"),
-            IndexModel(
-                [("channel", ASCENDING), ("user_login", ASCENDING), ("sent_at", ASCENDING)],
-                name="channel_user_sent_at",
-            ),
-        ]
-
-
-class LabeledExampleDoc(Document):
-    """A training record: prompt = message text, completion = label."""
-
-    id: str = Field(alias="_id")  # type: ignore[assignment]  # "msg-<message id>" or "txt-<hash>"
-    prompt: str
-    completion: str
-    message_id: str | None = None
-    channel: str | None = None
-    labelled_by: str
-    labelled_at: datetime
-    source: str = "chat"  # "chat" (a !label command), "import", ...
-
-    class Settings:
-        name = "labeled_examples"
-        indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("completion", ASCENDING)], name="completion"),
-            IndexModel([("channel", ASCENDING), ("labelled_at", ASCENDING)], name="channel_labelled_at"),
-        ]
-
-
-class MoodSnapshotDoc(Document):
-    """A channel's mood in one time bucket (``_id`` = channel and bucket, so re-saving replaces it)."""
-
-    id: str = Field(alias="_id")  # type: ignore[assignment]
-    channel: str
-    bucket: datetime
-    label: str
-    share: float
-    valence: float
-    colour: str
-    counts: dict[str, int] = Field(default_factory=dict)
-    shares: dict[str, float] = Field(default_factory=dict)
-    messages: int = 0
-    skipped: int = 0
-
-    class Settings:
-        name = "mood_snapshots"
-        indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("channel", ASCENDING), ("bucket", ASCENDING)], name="channel_bucket")
-        ]
-
-
-class StreamSessionDoc(Document):
-    """One broadcast of a channel: ``ended`` is None while it is live."""
-
-    channel: str
-    started: datetime
-    ended: datetime | None = None
-
-    class Settings:
-        name = "stream_sessions"
-        indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("channel", ASCENDING), ("started", ASCENDING)], name="channel_started")
-        ]
-
-
-DOCUMENT_MODELS: list[type[Document]] = [MessageDoc, LabeledExampleDoc, MoodSnapshotDoc, StreamSessionDoc]
-
-
-async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
-    """Create the declared indexes that are missing, one per command.
-
-    Beanie's own index setup re-sends every declared index on each start. MongoDB treats that as a
-    no-op, but FerretDB v1.24.2 drops the connection (a recovered panic, "slice bounds out of range")
-    when one createIndexes command names two or more indexes that already exist. So: list, compare
-    by name, create only what is missing.
-    """
-    for model in DOCUMENT_MODELS:
-        settings = getattr(model, "Settings", None)
-        wanted: list[IndexModel] = list(getattr(settings, "indexes", []))
-        if not wanted:
-            continue
-        coll = db[model.get_collection_name()]
-        existing = set((await coll.index_information()).keys())
-        for index in wanted:
-            if index.document["name"] not in existing:
-                await coll.create_indexes([index])
-
 
 # --------------------------------------------------------------------------------------------------
 # Storage: the database handle, the writer and the queries
@@ -166,7 +54,10 @@ def _short(e: BaseException) -> str:
 
 
 class Storage:
-    """What :func:`open_storage` yields: ``writer`` for messages and verdicts, and the queries."""
+    """What :func:`open_storage` yields: ``writer`` for messages and verdicts, and the queries.
+
+    ``tasks`` holds the writer's flusher while ``open_storage`` is open; a program that runs services watches
+    it (``storage.tasks.watch()``), so a crashed writer stops the program at once."""
 
     def __init__(
         self,
@@ -186,6 +77,7 @@ class Storage:
         self.ready = False  # Beanie initialised against this database
         self._ready_lock = asyncio.Lock()
         self.writer = MessageWriter(self.db["messages"], cfg, spool_dir, probe=self.ensure_ready, clock=clock)
+        self.tasks = TaskSet("storage")  # the writer's flusher, for the life of open_storage
 
     async def ensure_ready(self) -> None:
         """Ping the database and initialise Beanie once. Raises PyMongo's errors when it is unreachable."""
@@ -436,15 +328,12 @@ async def open_storage(
             )
         storage.writer.open(reachable=reachable)
         try:
-            flusher = asyncio.create_task(storage.writer.run(), name="storage-writer")
+            storage.tasks.spawn(storage.writer.run(), name="storage-writer")
             try:
                 yield storage
             finally:
                 storage.writer.stop()
-                flusher.cancel()
-                await asyncio.wait({flusher})
-                if not flusher.cancelled() and flusher.exception() is not None:
-                    log.error("storage_writer_crashed", error=repr(flusher.exception()))
+                await storage.tasks.aclose()
                 await storage.writer.shutdown()
         finally:
             storage.writer.close()

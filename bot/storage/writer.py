@@ -43,8 +43,9 @@ from pymongo.errors import (
 )
 
 from bot.config import StorageConfig
-from bot.domain import ChatLine, Verdict, clean_text
+from bot.domain import ChatLine, SeenIds, Verdict
 from bot.errors import StorageError
+from bot.storage.documents import Doc
 
 log = structlog.get_logger(__name__)
 
@@ -60,22 +61,10 @@ REJECTED_FILE = "rejected.jsonl"
 UPDATES_PER_COMMAND = 64
 _DATETIME_KEYS = ("sent_at", "received_at", "classified_at")
 
-Doc = dict[str, Any]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def _safe_text(text: str) -> str:
-    """Chat text as stored: NUL removed, and lone surrogates (a broken "\\ud83d" escape in a replayed
-    JSON log) replaced by U+FFFD, since BSON strings must be valid UTF-8."""
-    text = clean_text(text)
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
-    return text
 
 
 def message_document(line: ChatLine, received_at: datetime, seq: int = 0) -> Doc:
@@ -90,8 +79,8 @@ def message_document(line: ChatLine, received_at: datetime, seq: int = 0) -> Doc
         "channel": line.channel,
         "user_id": line.user_id,
         "user_login": line.user_login,
-        "user_name": _safe_text(line.user_name),
-        "text": _safe_text(line.text),
+        "user_name": line.user_name,
+        "text": line.text,
         "sent_at": line.sent_at,
         "received_at": received_at,
         "seq": seq,
@@ -220,7 +209,7 @@ class MessageWriter:
         self._spool_offset = 0  # bytes of the spool already written back
         self._lock_file: IO[bytes] | None = None
         self._closing = False
-        self._stored: dict[str, None] = {}  # recently stored ids, insertion ordered
+        self._stored = SeenIds(RECENT_IDS)  # ids known to be stored
 
     # ---- lifecycle (driven by open_storage)
 
@@ -506,11 +495,8 @@ class MessageWriter:
 
     def _remember(self, ids: Iterable[str]) -> None:
         """Ids known to be stored (bounded, oldest forgotten first)."""
-        stored = self._stored
         for mid in ids:
-            stored[mid] = None
-        while len(stored) > RECENT_IDS:
-            del stored[next(iter(stored))]
+            self._stored.add(mid)
 
     def _refuse(self, e: Exception, ops: list[Op]) -> None:
         """The database said no for good: keep the operations, with the reason, in rejected.jsonl."""

@@ -1,7 +1,6 @@
-"""User tokens for the bot accounts: getting them, storing them, refreshing and validating them.
+"""User tokens for the bot accounts: getting them, refreshing and validating them.
 
-- :class:`TokenStore`: one JSON file per bot, created with mode 0600 (a looser mode found on load is
-  tightened and logged), written atomically (temp file + ``os.replace``).
+- :class:`~bot.twitch.tokens.TokenStore` (tokens.py) keeps them, one 0600 file per bot.
 - :class:`AuthClient`: Twitch's OAuth endpoints (``{auth_url}oauth2/...``): device code flow,
   authorization-code flow with a local callback on ``127.0.0.1:callback_port``, refresh, validate.
 - :func:`cmd_auth`: ``chatmood auth [--bot NAME]``.
@@ -13,14 +12,10 @@ error message carries them.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import secrets
-import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -30,7 +25,8 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.config import BotConfig, Config, TwitchConfig
-from bot.errors import AuthError, TwitchError
+from bot.errors import AuthError, AuthRejected, TwitchError
+from bot.twitch.tokens import TokenSet, TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -38,46 +34,6 @@ log = structlog.get_logger(__name__)
 #: ``channel:bot`` to the application, unless the bot account is a moderator in that channel.
 SCOPES: tuple[str, ...] = ("user:read:chat", "user:write:chat", "user:bot")
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
-
-
-class AuthRejected(TwitchError):
-    """Twitch refused a token, a refresh token or a code (``reason`` is Twitch's message, never a token)."""
-
-    def __init__(self, reason: str) -> None:
-        self.reason = reason
-        super().__init__(f"Twitch refused the credentials: {reason}")
-
-
-@dataclass(frozen=True, slots=True)
-class TokenSet:
-    access_token: SecretStr
-    refresh_token: SecretStr | None
-    scopes: tuple[str, ...] = ()
-    expires_at: float | None = None  # unix time
-    login: str = ""
-    user_id: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "access_token": self.access_token.get_secret_value(),
-            "refresh_token": self.refresh_token.get_secret_value() if self.refresh_token else None,
-            "scopes": list(self.scopes),
-            "expires_at": self.expires_at,
-            "login": self.login,
-            "user_id": self.user_id,
-        }
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> TokenSet:
-        refresh = data.get("refresh_token")
-        return cls(
-            access_token=SecretStr(str(data["access_token"])),
-            refresh_token=SecretStr(str(refresh)) if refresh else None,
-            scopes=tuple(str(s) for s in data.get("scopes") or ()),
-            expires_at=float(data["expires_at"]) if data.get("expires_at") is not None else None,
-            login=str(data.get("login") or ""),
-            user_id=str(data.get("user_id") or ""),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,47 +54,6 @@ class DeviceCode:
     verification_uri: str
     expires_in: int
     interval: int
-
-
-class TokenStore:
-    """The token file of one bot."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"TokenStore({str(self.path)!r})"
-
-    def load(self) -> TokenSet | None:
-        """The stored tokens, or ``None`` when there is no file; a malformed file raises ``TwitchError``."""
-        try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(self.path, 0o600)
-            log.warning("token_file_permissions_fixed", path=str(self.path), was=oct(stat.S_IMODE(st.st_mode)))
-        try:
-            data = json.loads(self.path.read_text("utf-8"))
-            return TokenSet.from_json(data)
-        except (OSError, ValueError, KeyError, TypeError) as e:
-            raise TwitchError(f"{self.path}: token file is unreadable ({type(e).__name__})") from None
-
-    def save(self, tokens: TokenSet) -> None:
-        """Write atomically; the file never exists with a mode looser than 0600."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(tokens.to_json(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        log.info("token_saved", path=str(self.path), login=tokens.login)
 
 
 def oauth_base(auth_url: str) -> str:

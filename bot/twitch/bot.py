@@ -1,28 +1,17 @@
-"""The Twitch connection of one bot account: EventSub over WebSocket for live state and chat, Helix for sending.
+"""The Twitch connection of one bot account: EventSub for live state and chat, Helix for sending.
 
-This is the only module that knows twitchAPI 4.5's private threads and event loops:
+The EventSub client itself lives on its own thread (:mod:`bot.twitch.eventsub`, the only module that knows
+twitchAPI's threads); notifications reach :meth:`TwitchBot._from_thread`, which hops into our loop with
+``call_soon_threadsafe``, de-duplicates by message id (Twitch delivers at least once) and converts the
+payload (:mod:`bot.twitch.events`).
 
-- ``EventSubWebsocket`` runs on its own (non-daemon) thread with a private loop; ``start()`` busy-waits for
-  the welcome and never returns if the first connect fails; ``stop()`` blocks on a future of that loop;
-  the loop is never closed; a notification's de-dup history is never filled. So :class:`_EventSub`
-  starts and stops it from a *daemon* helper thread with a timeout (a daemon thread, unlike
-  ``asyncio.to_thread``'s executor, cannot pin interpreter exit, and the library's socket thread
-  inherits the daemon flag), wraps its thread body so that the private loop is always drained and
-  closed, and hands every notification to our loop with ``call_soon_threadsafe``. Calls into the
-  library's own state (subscribe/unsubscribe) run on its loop via ``run_coroutine_threadsafe``.
-- Its notification handler is replaced: the documented payload reaches :func:`chat_line_from_event`
-  unchanged (no typed objects, ~20x cheaper, see bench/twitch_chat.py), and a notification that beats
-  twitchAPI's callback registration is not dropped.
 - Token refresh is ours (``auto_refresh_auth = False``, one ``asyncio.Lock``): a refresh that raises
-  inside twitchAPI leaves its internal lock set forever (``_use_tokens`` clears it anyway). Its EventSub
-  request header builder is replaced too: it validated (and could refresh) the token before every
-  subscribe, through a ClientSession that leaks when cancelled. We validate at startup and hourly.
+  inside twitchAPI leaves its internal lock set forever (``_use_tokens`` clears it anyway). Tokens are
+  validated at startup and hourly, as Twitch requires.
 - If the old socket closes before twitchAPI has swapped to the ``session_reconnect`` URL, or its own
-  reconnect gives up (``reconnect_delay_steps`` is cut short on purpose), the client sits with a closed
-  socket: the supervisor notices (``dead_after_s``), stops it and starts a fresh one with backoff, then
-  re-subscribes and asks Get Streams again (events fire only on transitions). Any session change is
-  followed by that Get Streams reconciliation.
-- Unsubscribing goes to ``api_url`` (twitchAPI ignores ``subscription_url`` for DELETE).
+  reconnect gives up, the client sits with a closed socket: the supervisor notices (``dead_after_s``),
+  stops it and starts a fresh one with backoff, then re-subscribes and asks Get Streams again (events
+  fire only on transitions). Any session change is followed by that Get Streams reconciliation.
 
 Ownership: :class:`TwitchBot` is an async context manager owning two tasks, ``twitch-<bot>-supervise``
 (live transitions, channel changes, connection health and reconnects with capped jittered backoff) and
@@ -37,94 +26,34 @@ import asyncio
 import contextlib
 import inspect
 import random
-import threading
 import time
-from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import aiohttp
 import structlog
-from twitchAPI.eventsub.websocket import EventSubWebsocket
 from twitchAPI.twitch import Twitch
 from twitchAPI.type import AuthScope, EventSubSubscriptionError, TwitchAPIException, UnauthorizedException
 
 from bot import domain
-from bot.auth import AuthClient, AuthRejected, TokenSet, TokenStore, checked_tokens, oauth_base
 from bot.config import BotConfig, TwitchConfig
-from bot.errors import AuthError, TwitchError
-from bot.sending import SendLimiter
+from bot.domain import SeenIds
+from bot.errors import AuthError, AuthRejected, TwitchError
+from bot.tasks import TaskSet
+from bot.twitch.auth import AuthClient, checked_tokens, oauth_base
+from bot.twitch.events import chat_line_from_event, parse_ts
+from bot.twitch.eventsub import EventSubThread
+from bot.twitch.sending import SendLimiter
+from bot.twitch.tokens import TokenSet, TokenStore
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
-OnChat = Callable[[domain.ChatLine], None]
+OnChat = Callable[[domain.ChatLine], object]
 OnLive = Callable[[str, bool, datetime], Awaitable[None] | None]
 
-
-# --- payload conversion (pure) ------------------------------------------------------------------
-def parse_ts(value: Any) -> datetime:
-    """Twitch's RFC3339 timestamps (nanoseconds allowed) as aware UTC datetimes."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    text = str(value).replace("Z", "+00:00")
-    if "." in text:  # Python takes at most 6 fractional digits
-        head, _, rest = text.partition(".")
-        digits = "".join(c for c in rest if c.isdigit())
-        text = f"{head}.{digits[:6]}{rest[len(digits):]}"
-    return datetime.fromisoformat(text).astimezone(UTC)
-
-
-def chat_line_from_event(event: Mapping[str, Any], metadata: Mapping[str, Any]) -> domain.ChatLine:
-    """A documented ``channel.chat.message`` event (+ its envelope metadata) as a :class:`domain.ChatLine`."""
-    message = event.get("message") or {}
-    text = domain.clean_text(str(message.get("text") or ""))
-    emotes: list[domain.EmoteSpan] = []
-    pos = 0
-    joined = []
-    for frag in message.get("fragments") or ():
-        ftext = domain.clean_text(str(frag.get("text") or ""))
-        if frag.get("type") == "emote" and frag.get("emote"):
-            emotes.append(domain.EmoteSpan(str(frag["emote"].get("id", "")), pos, pos + len(ftext)))
-        pos += len(ftext)
-        joined.append(ftext)
-    if emotes and "".join(joined) != text:  # fragments that don't tile the text give no trustworthy offsets
-        log.debug("emote_offsets_dropped", message_id=event.get("message_id"))
-        emotes = []
-    reply = event.get("reply") or {}
-    sent = metadata.get("message_timestamp")
-    return domain.ChatLine(
-        message_id=str(event["message_id"]),
-        channel=str(event["broadcaster_user_login"]).lower(),
-        channel_id=str(event.get("broadcaster_user_id") or ""),
-        user_id=str(event.get("chatter_user_id") or ""),
-        user_login=str(event.get("chatter_user_login") or "").lower(),
-        user_name=str(event.get("chatter_user_name") or ""),
-        text=text,
-        sent_at=parse_ts(sent) if sent else datetime.now(UTC),
-        badges=frozenset(str(b.get("set_id")) for b in event.get("badges") or () if b.get("set_id")),
-        emotes=tuple(emotes),
-        reply_to=str(reply["parent_message_id"]) if reply.get("parent_message_id") else None,
-    )
-
-
-class Dedupe:
-    """A bounded LRU of notification message ids: Twitch delivers at least once."""
-
-    def __init__(self, size: int = 4096) -> None:
-        self._size = size
-        self._seen: OrderedDict[str, None] = OrderedDict()
-
-    def first_time(self, message_id: str) -> bool:
-        if message_id in self._seen:
-            self._seen.move_to_end(message_id)
-            return False
-        self._seen[message_id] = None
-        if len(self._seen) > self._size:
-            self._seen.popitem(last=False)
-        return True
 
 
 class Backoff:
@@ -142,177 +71,6 @@ class Backoff:
 
     def reset(self) -> None:
         self.failures = 0
-
-
-# --- the library, off our loop -----------------------------------------------------------------
-async def off_loop(fn: Callable[[], T], limit_s: float, name: str) -> T:
-    """Run blocking ``fn`` on a daemon thread; its result or exception, or ``TimeoutError``."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(ok: bool, value: Any) -> None:
-        if not fut.done():
-            fut.set_result(value) if ok else fut.set_exception(value)
-
-    def body() -> None:
-        try:
-            result: Any = fn()
-            ok = True
-        except BaseException as e:  # handed to the awaiting task
-            result, ok = e, False
-        with contextlib.suppress(RuntimeError):  # our loop is gone: nobody waits any more
-            loop.call_soon_threadsafe(settle, ok, result)
-
-    threading.Thread(target=body, name=name, daemon=True).start()
-    async with asyncio.timeout(limit_s):
-        return await fut
-
-
-class _Raw:
-    """Event type given to twitchAPI's ``_subscribe``: keeps the documented payload as plain dicts."""
-
-    def __init__(self, **payload: Any) -> None:
-        self.payload = payload
-
-
-class _EventSub:
-    """One ``EventSubWebsocket`` and its thread, from start to a closed private loop."""
-
-    def __init__(self, twitch: Twitch, cfg: TwitchConfig, deliver: Callable[[dict[str, Any]], None], *,
-                 bot: str, timeout_s: float) -> None:
-        self._bot = bot
-        self._timeout = timeout_s
-        self._deliver = deliver
-        self.finished = threading.Event()
-        es = EventSubWebsocket(twitch, connection_url=cfg.eventsub_url,
-                               subscription_url=cfg.eventsub_subscription_url or cfg.api_url)
-        es.reconnect_delay_steps = [0, 1, 2]  # give up fast; the supervisor backs off and starts anew
-        run_socket: Callable[[], None] = es._run_socket
-
-        def guarded_run_socket() -> None:
-            try:
-                run_socket()
-            except BaseException as e:  # the thread would otherwise die with an unhandled exception
-                log.warning("eventsub_thread_failed", bot=bot, error=type(e).__name__, detail=str(e)[:200])
-            finally:
-                self._close_private_loop()
-                es._startup_complete = True  # releases a start() still busy-waiting for a welcome
-                self.finished.set()
-
-        async def handle_notification(data: dict[str, Any]) -> None:
-            # Replaces twitchAPI's: it drops a notification that arrives before its callback is registered
-            # (the POST's answer and the first event race on a busy channel) and parses typed objects we
-            # don't use. Routing is by subscription type in TwitchBot._notification.
-            es._reset_timeout()  # type: ignore[no-untyped-call]
-            payload = dict(data.get("payload") or {})
-            payload["metadata"] = data.get("metadata") or {}
-            deliver(payload)
-
-        async def build_request_header() -> dict[str, str]:
-            # Replaces twitchAPI's, which validates the token before every subscribe with a ClientSession
-            # that leaks when the call is cancelled, and may start its own refresh (see the module docstring).
-            return {"Client-ID": twitch.app_id, "Content-Type": "application/json",
-                    "Authorization": f"Bearer {twitch.get_user_auth_token()}"}
-
-        es._run_socket = guarded_run_socket  # type: ignore[method-assign]
-        es._build_request_header = build_request_header  # type: ignore[method-assign]
-        es._handle_notification = handle_notification  # type: ignore[method-assign]
-        self.es = es
-
-    def _close_private_loop(self) -> None:
-        es = self.es
-        loop: asyncio.AbstractEventLoop | None = es._socket_loop
-        if loop is None or loop.is_closed():
-            return
-
-        async def release() -> None:
-            for conn in (es._connection, es._reconnect.connection if es._reconnect else None):
-                if conn is not None and not conn.closed:
-                    await conn.close()
-            if es._session is not None and not es._session.closed:
-                await es._session.close()
-
-        try:
-            es._closing = True
-            # Tasks first: a reconnect still running could otherwise open a new session after release().
-            pending = asyncio.all_tasks(loop)
-            for task in pending:
-                task.cancel()
-            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
-            loop.run_until_complete(release())
-            loop.run_until_complete(loop.shutdown_asyncgens())
-        except Exception as e:
-            log.warning("eventsub_loop_cleanup_failed", bot=self._bot, error=type(e).__name__)
-        finally:
-            loop.close()
-
-    @property
-    def alive(self) -> bool:
-        return not self.finished.is_set()
-
-    @property
-    def connected(self) -> bool:
-        conn = self.es._connection
-        return self.alive and conn is not None and not conn.closed
-
-    @property
-    def session_id(self) -> str | None:
-        s = self.es.active_session
-        return s.id if s is not None else None
-
-    async def start(self) -> None:
-        try:
-            await off_loop(self.es.start, self._timeout, f"eventsub-start-{self._bot}")
-        except TimeoutError:
-            self.es._startup_complete = True
-            url = self.es.connection_url
-            raise TwitchError(f"EventSub at {url} sent no welcome within {self._timeout:g}s") from None
-        if not self.alive or self.es.active_session is None:
-            raise TwitchError(f"cannot connect to EventSub at {self.es.connection_url}")
-        log.info("eventsub_connected", bot=self._bot, session_id=self.session_id)
-
-    async def stop(self) -> None:
-        """Always leaves the thread finished (or, at worst, a daemon thread told to close)."""
-        es = self.es
-        if self.alive and es._running:
-            try:
-                await off_loop(lambda: asyncio.run(es.stop()),  # type: ignore[no-untyped-call]
-                                self._timeout, f"eventsub-stop-{self._bot}")
-            except Exception as e:
-                log.warning("eventsub_stop_failed", bot=self._bot, error=type(e).__name__)
-        es._running = False
-        es._closing = True  # ends its keep-alive loop whatever state stop() left behind
-        with contextlib.suppress(TimeoutError):
-            await off_loop(lambda: self.finished.wait(self._timeout), self._timeout + 1, f"eventsub-join-{self._bot}")
-        if self.alive:
-            log.warning("eventsub_thread_lingers", bot=self._bot)
-
-    async def _on_its_loop(self, make: Callable[[], Coroutine[Any, Any, T]]) -> T:
-        loop = self.es._socket_loop
-        if loop is None or loop.is_closed() or not self.alive:
-            raise TwitchError("EventSub is not running")
-        coro = make()
-        try:
-            fut = asyncio.run_coroutine_threadsafe(coro, loop)
-        except RuntimeError:
-            coro.close()
-            raise TwitchError("EventSub is not running") from None
-        async with asyncio.timeout(self._timeout):
-            return await asyncio.wrap_future(fut)
-
-    async def subscribe(self, sub_type: str, condition: dict[str, str]) -> str:
-        async def unused(raw: _Raw) -> None:  # twitchAPI wants a callback; handle_notification delivers instead
-            self._deliver(raw.payload)
-
-        return await self._on_its_loop(lambda: self.es._subscribe(sub_type, "1", condition, unused, _Raw))
-
-    def subscription_ids(self, sub_type: str, broadcaster_id: str) -> list[str]:
-        subs = dict(self.es._active_subscriptions)  # the library swaps ids when it resubscribes
-        return [sid for sid, s in subs.items()
-                if s["sub_type"] == sub_type and s["condition"].get("broadcaster_user_id") == broadcaster_id]
-
-    async def unsubscribe(self, sub_id: str) -> bool:
-        return bool(await self._on_its_loop(lambda: self.es.unsubscribe_topic(sub_id)))
 
 
 # --- the bot ---------------------------------------------------------------------------------
@@ -381,16 +139,16 @@ class TwitchBot:
         self._dead_after = dead_after_s
         self._timeout = timeout_s
         self._backoff = backoff or Backoff(rng=rng or random.Random())
-        self._dedupe = Dedupe(dedupe_size)
+        self._dedupe = SeenIds(dedupe_size)
         self._auth = AuthClient(twitch_cfg)
         self._auth_lock = asyncio.Lock()
         self._wanted: tuple[str, ...] = bot_cfg.channels
         self._ids: dict[str, str] = {}  # channel login -> broadcaster user id
         self._live: dict[str, datetime] = {}
         self._ops: asyncio.Queue[_Op] = asyncio.Queue()
-        self._tasks: list[asyncio.Task[None]] = []
-        self._es: _EventSub | None = None
-        self._started: list[_EventSub] = []  # every client whose thread may still run, for the final sweep
+        self._tasks = TaskSet(f"twitch-{self.name}")
+        self._es: EventSubThread | None = None
+        self._started: list[EventSubThread] = []  # every client whose thread may still run, for the final sweep
         self._session_seen: str | None = None
         self._down_since: float | None = None
         self._retry_at = 0.0
@@ -437,10 +195,8 @@ class TwitchBot:
                 log.warning("twitch_connect_failed", bot=self.name, error=f"{type(e).__name__}: {str(e)[:200]}")
                 await self._drop_connection()
                 self._retry_at = time.monotonic() + self._backoff.next_delay()
-            self._tasks = [
-                asyncio.create_task(self._supervise(), name=f"twitch-{self.name}-supervise"),
-                asyncio.create_task(self._validate_loop(), name=f"twitch-{self.name}-validate"),
-            ]
+            self._tasks.spawn(self._failing_stops(self._supervise()), name=f"twitch-{self.name}-supervise")
+            self._tasks.spawn(self._failing_stops(self._validate_loop()), name=f"twitch-{self.name}-validate")
         except BaseException:
             await self._stop_all()
             raise
@@ -448,21 +204,26 @@ class TwitchBot:
 
     async def __aexit__(self, *exc: object) -> None:
         self._closing = True
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        self._tasks = []
+        await self._tasks.aclose()
         await self._stop_all()
         if self._fatal is not None and not self._fatal.done():
             self._fatal.set_result(None)  # wait() returns: a clean stop
         log.info("twitch_closed", bot=self.name)
 
     async def wait(self) -> None:
-        """Blocks while the bot runs; raises ``AuthError`` once its token is revoked; returns after a clean exit."""
+        """Blocks while the bot runs; raises ``AuthError`` once its token is revoked, or the error that ended one
+        of its tasks; returns after a clean exit."""
         assert self._fatal is not None, "use `async with TwitchBot(...)` first"
         await asyncio.shield(self._fatal)
+
+    async def _failing_stops(self, loop: Coroutine[Any, Any, None]) -> None:
+        """Run one of the bot's loops; an error that ends it (a bug: they handle Twitch's own) ends ``wait()``."""
+        try:
+            await loop
+        except Exception as e:
+            if self._fatal is not None and not self._fatal.done():
+                self._fatal.set_exception(e)
+            raise
 
     def status(self) -> TwitchStatus:
         return TwitchStatus(
@@ -596,7 +357,7 @@ class TwitchBot:
     # --- connection ---
     async def _connect(self) -> None:
         assert self._twitch is not None
-        self._es = _EventSub(self._twitch, self._cfg, self._from_thread, bot=self.name, timeout_s=self._timeout)
+        self._es = EventSubThread(self._twitch, self._cfg, self._from_thread, bot=self.name, timeout_s=self._timeout)
         self._started = [es for es in self._started if es.alive] + [self._es]
         await self._es.start()
         self._session_seen = self._es.session_id
@@ -814,7 +575,7 @@ class TwitchBot:
         try:
             await self._connect()
             log.info("eventsub_reconnected", bot=self.name, attempt=self._backoff.failures)
-        except Exception as e:  # anything from Twitch or the network: back off and try again
+        except Exception as e:  # noqa: BLE001 - anything from Twitch or the network: back off and try again
             delay = self._backoff.next_delay()
             log.warning("eventsub_reconnect_failed", bot=self.name, error=str(e)[:200], retry_in_s=round(delay, 2))
             await self._drop_connection()

@@ -1,6 +1,6 @@
 """The overlay app's edge: access tokens, security headers and query-parameter checks.
 
-Everything a browser sends is checked here before the handlers in ``bot/overlay.py``
+Everything a browser sends is checked here before the handlers in ``bot/web/server.py``
 use it. Three kinds of access:
 
 - **read** (overlay page, its WebSocket, ``/api/mood``, ``/api/timeline``): open, unless

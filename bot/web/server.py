@@ -34,16 +34,16 @@ import jinja2
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from bot import overlay_guard as guard
 from bot.config import Category, OverlayConfig
 from bot.domain import MoodState
-from bot.hub import MoodHub, Subscription
-from bot.overlay_guard import ParamError
+from bot.mood.hub import MoodHub, Subscription
+from bot.web import guard as guard
+from bot.web.guard import ParamError
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATES_DIR = ROOT / "overlay_templates"
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 VENDOR_JS = Path("vendor") / "uPlot.iife.min.js"
@@ -101,7 +101,7 @@ CATEGORIES_KEY = web.AppKey("categories", tuple[Category, ...])
 HUB_KEY = web.AppKey("hub", MoodHub)
 MOOD_STATE_KEY: web.AppKey[Callable[[str], MoodState]] = web.AppKey("mood_state")
 STORAGE_KEY: web.AppKey[OverlayStorage | None] = web.AppKey("storage")
-RESET_KEY: web.AppKey[Callable[[str], Awaitable[None]]] = web.AppKey("reset")
+RESET_KEY: web.AppKey[Callable[[str], MoodState]] = web.AppKey("reset")
 HEALTH_KEY: web.AppKey[Callable[[], Awaitable[Mapping[str, Any]]]] = web.AppKey("health")
 AUTH_KEY = web.AppKey("auth", guard.TokenAuth)
 SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
@@ -266,7 +266,7 @@ async def dashboard_page(request: web.Request) -> dict[str, Any] | web.StreamRes
         try:
             messages = await storage.recent_messages(channel, RECENT_LIMIT)
             counts = await storage.label_counts()
-        except Exception as e:  # one failing query shows a notice instead of a broken page
+        except Exception as e:  # noqa: BLE001 - one failing query shows a notice instead of a broken page
             log.warning("dashboard_storage_failed", channel=channel, error=repr(e))
             problem = "the database did not answer; the data below may be incomplete"
     categories = app[CATEGORIES_KEY]
@@ -298,7 +298,7 @@ async def _from_storage(
         return _json_error(503, "no database is configured")
     try:
         return await query(storage)
-    except Exception as e:  # the database is down: say so, keep serving
+    except Exception as e:  # noqa: BLE001 - the database is down: say so, keep serving
         log.warning(f"{what}_storage_failed", channel=channel, error=repr(e))
         return _json_error(503, "the database did not answer")
 
@@ -342,9 +342,7 @@ async def api_reset(request: web.Request) -> web.Response:
     channel = _channel(request)
     app = request.app
     app[AUTH_KEY].require_write(request)
-    await app[RESET_KEY](channel)
-    state = app[MOOD_STATE_KEY](channel)
-    app[HUB_KEY].publish(state)
+    state = app[RESET_KEY](channel)
     log.info("mood_reset_via_dashboard", channel=channel)
     return web.json_response({"ok": True, "mood": mood_payload(state)})
 
@@ -355,7 +353,7 @@ async def healthz(request: web.Request) -> web.Response:
             report = dict(await request.app[HEALTH_KEY]())
     except TimeoutError:
         return web.json_response({"ok": False, "error": "health check timed out"}, status=503)
-    except Exception as e:  # a failing probe is itself an unhealthy answer
+    except Exception as e:  # noqa: BLE001 - a failing probe is itself an unhealthy answer
         log.warning("health_check_failed", error=repr(e))
         return web.json_response({"ok": False, "error": f"health check failed: {type(e).__name__}"}, status=503)
     ok = all_ok(report)
@@ -389,7 +387,7 @@ def create_overlay_app(
     hub: MoodHub,
     mood_state: Callable[[str], MoodState],
     storage: OverlayStorage | None,
-    reset: Callable[[str], Awaitable[None]],
+    reset: Callable[[str], MoodState],
     health: Callable[[], Awaitable[Mapping[str, Any]]],
     access_token: str,
     templates_dir: Path = TEMPLATES_DIR,
@@ -397,8 +395,8 @@ def create_overlay_app(
 ) -> web.Application:
     """The overlay, dashboard and API as one aiohttp application (see the module docstring).
 
-    ``access_token`` "" disables the dashboard and writes. ``mood_state(channel)`` is the
-    tracker's current state; ``reset(channel)`` resets it; ``health()`` returns a mapping
+    ``access_token`` "" disables the dashboard and writes. ``mood_state(channel)`` is the channel's current
+    mood; ``reset(channel)`` resets it, publishes and returns the fresh state; ``health()`` returns a mapping
     whose nested ``"ok"`` flags decide 200 or 503.
     """
     app = web.Application(client_max_size=64 * 1024)

@@ -6,32 +6,24 @@ import asyncio
 import contextlib
 import random
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 import pytest_asyncio
-from gguf_factory import write_tiny_bert, write_tiny_llama
 
-from bot.classifier import (
-    ClassifierService,
-    PipelineClassifier,
-    VerdictCache,
-    classify_cached,
-    llm_enabled,
-    load_classifier,
-    normalise,
-    open_label_scorer,
-    render_prompt,
-    split_prompt,
-)
+from bot.classify.classifier import PipelineClassifier, llm_enabled, load_classifier, open_label_scorer
+from bot.classify.prompt import render_prompt, split_prompt
+from bot.classify.service import ClassifierService, VerdictCache, classify_cached
+from bot.classify.text import normalise
+from bot.classify.training import save_head, train_from_pairs
 from bot.config import ClassifierConfig, Config
 from bot.domain import ChatLine, Verdict
 from bot.errors import ModelError
-from bot.training import save_head, train_from_pairs
+from tests.fakes.chat import chat_line
+from tests.fakes.gguf import write_tiny_bert, write_tiny_llama
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TEXTS = ["KEKW", "LETSGOOOO", "what game is this", "Sadge", "trash streamer", "<3 <3", "", "Pog 🔥 Pog"]
 
 
@@ -41,10 +33,7 @@ def make_cfg(models_dir: Path, **classifier: object) -> Config:
 
 
 def line(i: int, text: str, channel: str = "chan") -> ChatLine:
-    return ChatLine(
-        message_id=f"m{i}", channel=channel, user_id="1", user_login="u", user_name="u", text=text,
-        sent_at=datetime(2026, 1, 1, tzinfo=UTC),
-    )
+    return chat_line(text, "u", message_id=f"m{i}", channel=channel)
 
 
 class CountingClassifier:

@@ -7,20 +7,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from bot.classify.features import FeatureSpec, Vocabulary, glossary_features, hashed_ngrams
+from bot.classify.glossary import EMOJI, GLOSSARY, matches
+from bot.classify.head import EMB_BLOCK_L2, Head, allowed_mask, lbfgs, train_head
 from bot.config import DEFAULT_CATEGORIES, Category
 from bot.errors import ModelError
-from bot.glossary import EMOJI, GLOSSARY, matches
-from bot.head import (
-    EMB_BLOCK_L2,
-    FeatureSpec,
-    Head,
-    Vocabulary,
-    allowed_mask,
-    glossary_features,
-    hashed_ngrams,
-    lbfgs,
-    train_head,
-)
 
 CATS = DEFAULT_CATEGORIES
 NAMES = [c.name for c in CATS]

@@ -9,12 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from bot.classifier import load_classifier
-from bot.config import DEFAULT_CATEGORIES, ClassifierConfig, Config, StorageConfig
-from bot.domain import Verdict
-from bot.storage import Storage
-from bot.training import (
-    DataError,
+from bot.classify.classifier import load_classifier
+from bot.classify.training import (
     cmd_classify,
     cmd_eval,
     cmd_export,
@@ -29,8 +25,12 @@ from bot.training import (
     save_head,
     train_from_pairs,
 )
+from bot.config import DEFAULT_CATEGORIES, ClassifierConfig, Config, StorageConfig
+from bot.domain import Verdict
+from bot.errors import DataError
+from bot.storage.store import Storage
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TINY = ROOT / "tests" / "data" / "tiny_eval.csv"
 NAMES = [c.name for c in DEFAULT_CATEGORIES]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -10,23 +9,26 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from bot.commands import (
+from bot.commands.executor import CommandExecutor
+from bot.commands.format import emoji_square, format_mood
+from bot.commands.router import (
     MAX_REPLY,
-    CommandExecutor,
     CommandRouter,
     LabelCommand,
     MoodCommand,
     Reply,
     ResetCommand,
-    emoji_square,
-    format_mood,
     is_command,
     role_of,
 )
 from bot.config import DEFAULT_CATEGORIES, CommandConfig, CommandsConfig
 from bot.domain import ChatLine, MoodState, Verdict
-from bot.mood import MoodTracker
-from bot.storage import Storage
+from bot.mood.hub import MoodHub
+from bot.mood.publisher import MoodPublisher
+from bot.mood.tracker import MoodTracker
+from bot.storage.store import Storage
+from tests.fakes.chat import chat_line
+from tests.fakes.clock import FakeClock
 
 BOT = "moodbot"
 CHANNEL = "streamer"
@@ -34,47 +36,16 @@ CATEGORIES = tuple(c.name for c in DEFAULT_CATEGORIES)
 NOW = datetime(2026, 11, 21, 12, 0, 0, tzinfo=UTC)
 
 
-class FakeClock:
-    def __init__(self, t: float = 1000.0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-_counter = 0
-
-
-def chat(
-    text: str,
-    user: str = "viewer",
-    badges: tuple[str, ...] = (),
-    *,
-    channel: str = CHANNEL,
-    reply_to: str | None = None,
-    message_id: str | None = None,
-    sent_at: datetime = NOW,
-) -> ChatLine:
-    global _counter
-    _counter += 1
-    return ChatLine(
-        message_id=message_id or f"msg-{_counter}",
-        channel=channel,
-        user_id=f"id-{user}",
-        user_login=user,
-        user_name=user.capitalize(),
-        text=text,
-        sent_at=sent_at,
-        badges=frozenset(badges),
-        reply_to=reply_to,
-    )
+def chat(text: str, user: str = "viewer", badges: tuple[str, ...] = (), **kw: Any) -> ChatLine:
+    """A line in this module's channel, sent at NOW unless told."""
+    kw.setdefault("channel", CHANNEL)
+    kw.setdefault("sent_at", NOW)
+    return chat_line(text, user, badges, **kw)
 
 
 def router(cfg: CommandsConfig | None = None, clock: FakeClock | None = None) -> CommandRouter:
-    return CommandRouter(cfg or CommandsConfig(), CATEGORIES, clock=clock or FakeClock())
+    clock = clock or FakeClock(1000.0)
+    return CommandRouter(cfg or CommandsConfig(), CATEGORIES, bot_accounts={BOT.upper()}, clock=clock)
 
 
 MOD = ("moderator",)
@@ -84,11 +55,11 @@ class TestParsing:
     def test_plain_commands(self) -> None:
         """The command word is case-insensitive, surrounding space is ignored; only the first word counts."""
         r = router(CommandsConfig(mood=CommandConfig()))
-        assert isinstance(r.route(chat("!mood"), BOT), MoodCommand)
-        assert isinstance(r.route(chat("  !MoOd  please "), BOT), MoodCommand)
-        assert isinstance(r.route(chat("!reset", badges=MOD), BOT), ResetCommand)
+        assert isinstance(r.route(chat("!mood")), MoodCommand)
+        assert isinstance(r.route(chat("  !MoOd  please ")), MoodCommand)
+        assert isinstance(r.route(chat("!reset", badges=MOD)), ResetCommand)
         for text in ("mood", "!moodx", "!", "hello !mood", "", "   ", "!! mood", "?mood"):
-            assert r.route(chat(text, user="x" + str(len(text))), BOT) is None, text
+            assert r.route(chat(text, user="x" + str(len(text)))) is None, text
 
     def test_command_shape_prefilter(self) -> None:
         """is_command() (ingest's pre-filter) accepts exactly the shapes the router reads, replies included."""
@@ -104,7 +75,7 @@ class TestParsing:
     def test_command_word_case_is_ignored(self) -> None:
         r = router(CommandsConfig(mood=CommandConfig()))  # no cooldowns
         for text in ("!MOOD", "!Mood", "  !mood  extra words"):
-            cmd = r.route(chat(text), BOT)
+            cmd = r.route(chat(text))
             assert isinstance(cmd, MoodCommand)
             assert cmd.line.text == text
 
@@ -116,39 +87,39 @@ class TestParsing:
         )
         r = router(cfg)
         for text in ("!vibe", "!VIBES", "!chatmood", "!mood"):
-            assert isinstance(r.route(chat(text), BOT), MoodCommand), text
-        assert isinstance(r.route(chat("!clear", badges=MOD), BOT), ResetCommand)
+            assert isinstance(r.route(chat(text)), MoodCommand), text
+        assert isinstance(r.route(chat("!clear", badges=MOD)), ResetCommand)
 
     def test_prefix_change(self) -> None:
         r = router(CommandsConfig(prefix="cm!", mood=CommandConfig()))
-        assert isinstance(r.route(chat("cm!mood"), BOT), MoodCommand)
-        assert isinstance(r.route(chat("CM!mood"), BOT), MoodCommand)
-        assert r.route(chat("!mood"), BOT) is None
+        assert isinstance(r.route(chat("cm!mood")), MoodCommand)
+        assert isinstance(r.route(chat("CM!mood")), MoodCommand)
+        assert r.route(chat("!mood")) is None
         r.update_config(CommandsConfig(prefix="?", mood=CommandConfig()), CATEGORIES)
         assert r.prefix == "?"
-        assert isinstance(r.route(chat("?mood"), BOT), MoodCommand)
-        assert r.route(chat("cm!mood"), BOT) is None
+        assert isinstance(r.route(chat("?mood")), MoodCommand)
+        assert r.route(chat("cm!mood")) is None
 
     def test_disabled_command_is_silent(self) -> None:
         r = router(CommandsConfig(mood=CommandConfig(enabled=False)))
-        assert r.route(chat("!mood", badges=("broadcaster",)), BOT) is None
+        assert r.route(chat("!mood", badges=("broadcaster",))) is None
 
     def test_own_messages_are_ignored(self) -> None:
         """The bot never answers itself, whatever its badges and however its login is cased."""
         r = router(CommandsConfig(mood=CommandConfig()))
-        assert r.route(chat("!mood", user=BOT, badges=("moderator",)), BOT) is None
-        assert r.route(chat("!reset", user=BOT, badges=("moderator",)), BOT.upper()) is None
-        assert isinstance(r.route(chat("!mood", user="someone"), BOT), MoodCommand)
+        assert r.route(chat("!mood", user=BOT, badges=("moderator",))) is None
+        assert r.route(chat("!reset", user=BOT, badges=("moderator",))) is None
+        assert isinstance(r.route(chat("!mood", user="someone")), MoodCommand)
 
 
 class TestLabelParsing:
     def test_label_by_user(self) -> None:
-        cmd = router().route(chat("!label HYPE @Alice", badges=MOD), BOT)
+        cmd = router().route(chat("!label HYPE @Alice", badges=MOD))
         assert isinstance(cmd, LabelCommand)
         assert (cmd.category, cmd.target_user, cmd.target_message_id) == ("hype", "alice", None)
 
     def test_label_by_message_id(self) -> None:
-        cmd = router().route(chat("!label sad 8f1c2d3e-0000-4a6b-9c1d-abcdef012345", badges=MOD), BOT)
+        cmd = router().route(chat("!label sad 8f1c2d3e-0000-4a6b-9c1d-abcdef012345", badges=MOD))
         assert isinstance(cmd, LabelCommand)
         assert (cmd.category, cmd.target_user, cmd.target_message_id) == (
             "sad",
@@ -159,18 +130,18 @@ class TestLabelParsing:
     def test_label_the_message_replied_to(self) -> None:
         """A Twitch reply's text begins with "@parent"; the command after it labels the parent message."""
         r = router()
-        cmd = r.route(chat("@Alice !label funny", badges=MOD, reply_to="parent-1"), BOT)
+        cmd = r.route(chat("@Alice !label funny", badges=MOD, reply_to="parent-1"))
         assert isinstance(cmd, LabelCommand)
         assert (cmd.category, cmd.target_message_id, cmd.target_user) == ("funny", "parent-1", None)
-        cmd = r.route(chat("!label funny", badges=MOD, reply_to="parent-2"), BOT)
+        cmd = r.route(chat("!label funny", badges=MOD, reply_to="parent-2"))
         assert isinstance(cmd, LabelCommand) and cmd.target_message_id == "parent-2"
-        explicit = r.route(chat("@Alice !label love @bob", badges=MOD, reply_to="parent-3"), BOT)
+        explicit = r.route(chat("@Alice !label love @bob", badges=MOD, reply_to="parent-3"))
         assert isinstance(explicit, LabelCommand) and explicit.target_user == "bob"
-        assert r.route(chat("@Alice !label funny", badges=MOD), BOT) is None  # not a reply: "@Alice" is the head
+        assert r.route(chat("@Alice !label funny", badges=MOD)) is None  # not a reply: "@Alice" is the head
 
     def test_unknown_category_lists_the_valid_ones(self) -> None:
         line = chat("!label bored @alice", badges=MOD)
-        reply = router().route(line, BOT)
+        reply = router().route(line)
         assert isinstance(reply, Reply)
         assert reply.channel == CHANNEL and reply.reply_to == line.message_id
         assert "'bored'" in reply.text
@@ -180,15 +151,15 @@ class TestLabelParsing:
         """No category, no target (and not a reply), or a malformed target gets the usage line."""
         r = router()
         for text in ("!label", "!label hype", "!label hype @", "!label hype @not/a/login", "!label hype <script>"):
-            reply = r.route(chat(text, badges=MOD), BOT)
+            reply = r.route(chat(text, badges=MOD))
             assert isinstance(reply, Reply), text
             assert reply.text.startswith("usage: !label <category>"), text
         r.update_config(CommandsConfig(prefix="?"), CATEGORIES)
-        reply = r.route(chat("?label", badges=MOD), BOT)
+        reply = r.route(chat("?label", badges=MOD))
         assert isinstance(reply, Reply) and reply.text.startswith("usage: ?label")
 
     def test_overlong_unknown_category_reply_is_capped(self) -> None:
-        reply = router().route(chat("!label " + "x" * 2000, badges=MOD), BOT)
+        reply = router().route(chat("!label " + "x" * 2000, badges=MOD))
         assert isinstance(reply, Reply)
         assert len(reply.text) <= MAX_REPLY
         assert "x" * 40 not in reply.text
@@ -226,8 +197,8 @@ class TestPermissions:
     def test_moderator_commands(self, badges: tuple[str, ...], allowed: bool) -> None:
         """!label and !reset need moderator or broadcaster; others get no reply by default."""
         r = router()
-        label = r.route(chat("!label hype @alice", badges=badges), BOT)
-        reset = r.route(chat("!reset", badges=badges), BOT)
+        label = r.route(chat("!label hype @alice", badges=badges))
+        reset = r.route(chat("!reset", badges=badges))
         assert isinstance(label, LabelCommand) is allowed
         assert isinstance(reset, ResetCommand) is allowed
         if not allowed:
@@ -235,26 +206,26 @@ class TestPermissions:
 
     def test_unauthorized_usage_errors_stay_silent(self) -> None:
         """A viewer typing a broken !label gets no usage reply either: permission is checked first."""
-        assert router().route(chat("!label"), BOT) is None
+        assert router().route(chat("!label")) is None
 
     def test_role_hierarchy_from_config(self) -> None:
         cfg = CommandsConfig(mood=CommandConfig(allowed="vip"))
         r = router(cfg)
-        assert r.route(chat("!mood", badges=("subscriber",)), BOT) is None
+        assert r.route(chat("!mood", badges=("subscriber",))) is None
         for badges in (("vip",), ("moderator",), ("broadcaster",)):
-            assert isinstance(r.route(chat("!mood", user="u" + badges[0], badges=badges), BOT), MoodCommand)
+            assert isinstance(r.route(chat("!mood", user="u" + badges[0], badges=badges)), MoodCommand)
         only_owner = router(CommandsConfig(reset=CommandConfig(allowed="broadcaster")))
-        assert only_owner.route(chat("!reset", badges=MOD), BOT) is None
-        assert isinstance(only_owner.route(chat("!reset", badges=("broadcaster",)), BOT), ResetCommand)
+        assert only_owner.route(chat("!reset", badges=MOD)) is None
+        assert isinstance(only_owner.route(chat("!reset", badges=("broadcaster",))), ResetCommand)
 
     def test_reply_to_unauthorized_when_configured(self) -> None:
         r = router(CommandsConfig(reply_to_unauthorized=True))
         line = chat("!reset", user="pleb")
-        reply = r.route(line, BOT)
+        reply = r.route(line)
         assert isinstance(reply, Reply)
         assert reply.text == "@Pleb only moderators can use !reset"
         assert reply.reply_to == line.message_id
-        assert isinstance(r.route(chat("!reset", badges=MOD), BOT), ResetCommand)
+        assert isinstance(r.route(chat("!reset", badges=MOD)), ResetCommand)
 
 
 class TestCooldowns:
@@ -262,66 +233,66 @@ class TestCooldowns:
         """!mood: 15 s per channel, 60 s per user (the defaults); a cooldown hit gets no reply."""
         clock = FakeClock()
         r = router(clock=clock)
-        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
-        assert r.route(chat("!mood", user="b"), BOT) is None  # channel cooldown
+        assert isinstance(r.route(chat("!mood", user="a")), MoodCommand)
+        assert r.route(chat("!mood", user="b")) is None  # channel cooldown
         clock.advance(14.9)
-        assert r.route(chat("!mood", user="b"), BOT) is None
+        assert r.route(chat("!mood", user="b")) is None
         clock.advance(0.1)
-        assert isinstance(r.route(chat("!mood", user="b"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="b")), MoodCommand)
         clock.advance(16)
-        assert r.route(chat("!mood", user="a"), BOT) is None  # a's own 60 s
-        assert isinstance(r.route(chat("!mood", user="c"), BOT), MoodCommand)
+        assert r.route(chat("!mood", user="a")) is None  # a's own 60 s
+        assert isinstance(r.route(chat("!mood", user="c")), MoodCommand)
         clock.advance(30)  # a: 61 s since its use
-        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="a")), MoodCommand)
 
     def test_channels_cool_down_separately(self) -> None:
         r = router(clock=FakeClock())
-        assert isinstance(r.route(chat("!mood", user="a", channel="one"), BOT), MoodCommand)
-        assert isinstance(r.route(chat("!mood", user="a", channel="two"), BOT), MoodCommand)
-        assert r.route(chat("!mood", user="b", channel="one"), BOT) is None
+        assert isinstance(r.route(chat("!mood", user="a", channel="one")), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="a", channel="two")), MoodCommand)
+        assert r.route(chat("!mood", user="b", channel="one")) is None
 
     def test_broadcaster_is_exempt(self) -> None:
         """The broadcaster is never held back, but their use does start the channel cooldown for viewers."""
         clock = FakeClock()
         r = router(clock=clock)
-        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="a")), MoodCommand)
         for _ in range(3):
-            assert isinstance(r.route(chat("!mood", user=CHANNEL, badges=("broadcaster",)), BOT), MoodCommand)
+            assert isinstance(r.route(chat("!mood", user=CHANNEL, badges=("broadcaster",))), MoodCommand)
         clock.advance(15)
-        assert isinstance(r.route(chat("!mood", user=CHANNEL), BOT), MoodCommand)
-        assert r.route(chat("!mood", user="b"), BOT) is None
+        assert isinstance(r.route(chat("!mood", user=CHANNEL)), MoodCommand)
+        assert r.route(chat("!mood", user="b")) is None
 
     def test_moderators_are_not_exempt(self) -> None:
         r = router(clock=FakeClock())
-        assert isinstance(r.route(chat("!mood", user="m", badges=MOD), BOT), MoodCommand)
-        assert r.route(chat("!mood", user="m", badges=MOD), BOT) is None
+        assert isinstance(r.route(chat("!mood", user="m", badges=MOD)), MoodCommand)
+        assert r.route(chat("!mood", user="m", badges=MOD)) is None
 
     def test_usage_errors_cost_no_cooldown(self) -> None:
         cfg = CommandsConfig(label=CommandConfig(allowed="moderator", cooldown_user_s=30))
         clock = FakeClock()
         r = router(cfg, clock)
-        assert isinstance(r.route(chat("!label", badges=MOD), BOT), Reply)
-        assert isinstance(r.route(chat("!label hype @x", badges=MOD), BOT), LabelCommand)
-        assert r.route(chat("!label hype @x", badges=MOD), BOT) is None
+        assert isinstance(r.route(chat("!label", badges=MOD)), Reply)
+        assert isinstance(r.route(chat("!label hype @x", badges=MOD)), LabelCommand)
+        assert r.route(chat("!label hype @x", badges=MOD)) is None
         clock.advance(30)
-        assert isinstance(r.route(chat("!label hype @x", badges=MOD), BOT), LabelCommand)
+        assert isinstance(r.route(chat("!label hype @x", badges=MOD)), LabelCommand)
 
     def test_reload_keeps_running_cooldowns(self) -> None:
         clock = FakeClock()
         r = router(clock=clock)
-        assert isinstance(r.route(chat("!mood", user="a"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="a")), MoodCommand)
         r.update_config(CommandsConfig(mood=CommandConfig(cooldown_channel_s=100)), CATEGORIES)
         clock.advance(50)
-        assert r.route(chat("!mood", user="b"), BOT) is None
+        assert r.route(chat("!mood", user="b")) is None
         clock.advance(50)
-        assert isinstance(r.route(chat("!mood", user="b"), BOT), MoodCommand)
+        assert isinstance(r.route(chat("!mood", user="b")), MoodCommand)
 
     def test_cooldown_memory_is_bounded(self) -> None:
         """Thousands of users leave only the entries still cooling down."""
         clock = FakeClock()
         r = router(CommandsConfig(mood=CommandConfig(cooldown_user_s=5)), clock)
         for i in range(25_000):
-            assert isinstance(r.route(chat("!mood", user=f"u{i}"), BOT), MoodCommand)
+            assert isinstance(r.route(chat("!mood", user=f"u{i}")), MoodCommand)
             clock.advance(0.01)
         assert r.cooldown_entries <= 10_001
 
@@ -436,12 +407,12 @@ class Sent:
         return [t for _, t, _ in self.messages]
 
 
-def make_executor(
-    storage: Storage, mood: MoodTracker | None = None, on_reset: Callable[[str], object] | None = None
-) -> tuple[CommandExecutor, Sent, MoodTracker]:
+def make_executor(storage: Storage, hub: MoodHub | None = None) -> tuple[CommandExecutor, Sent, MoodTracker]:
+    """An executor over real storage and a real mood publisher; replies are recorded, not sent."""
     sent = Sent()
-    mood = mood or MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3, clock=lambda: NOW.timestamp())
-    return CommandExecutor(storage, mood, sent, clock=lambda: NOW.timestamp(), on_reset=on_reset), sent, mood
+    tracker = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3, clock=lambda: NOW.timestamp())
+    mood = MoodPublisher(tracker, hub or MoodHub())
+    return CommandExecutor(storage, mood, sent, clock=lambda: NOW.timestamp()), sent, tracker
 
 
 def stored(storage: Storage, *lines: ChatLine) -> None:
@@ -467,25 +438,17 @@ class TestExecutor:
         assert sent.messages == [(CHANNEL, "usage: x", "m-1")]
 
     async def test_reset_clears_the_mood_and_tells_the_overlay(self, storage: Storage) -> None:
-        seen: list[MoodState] = []
-        executor, sent, mood = make_executor(storage, on_reset=lambda channel: seen.append(mood.state(channel)))
+        hub = MoodHub()
+        executor, sent, mood = make_executor(storage, hub)
         for _ in range(10):
             mood.observe(CHANNEL, Verdict("angry", 1.0, {"angry": 1.0}, "t"))
-        await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
+        async with hub.subscribe(CHANNEL) as overlay:
+            await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
+            published = await overlay.get()
         st = mood.state(CHANNEL)
         assert (st.label, st.messages) == ("neutral", 0)
-        assert [s.label for s in seen] == ["neutral"]
+        assert published is not None and (published.label, published.messages) == ("neutral", 0)
         assert sent.texts == ["chat mood reset: back to neutral"]
-
-    async def test_async_reset_callback_is_awaited(self, storage: Storage) -> None:
-        seen: list[str] = []
-
-        async def on_reset(channel: str) -> None:
-            seen.append(channel)
-
-        executor, _, _ = make_executor(storage, on_reset=on_reset)
-        await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
-        assert seen == [CHANNEL]
 
     async def test_label_users_latest_message(self, storage: Storage) -> None:
         """`!label hype @viewer` stores the viewer's newest message as an example: who, when, which message."""
@@ -494,7 +457,7 @@ class TestExecutor:
         other = chat("meh", "someone", sent_at=NOW - timedelta(seconds=1))
         command = chat("!label hype @Viewer", "mod", MOD, sent_at=NOW)
         stored(storage, older, newest, other, command)  # not flushed: the executor must see them anyway
-        cmd = router().route(command, BOT)
+        cmd = router().route(command)
         assert isinstance(cmd, LabelCommand)
         executor, sent, _ = make_executor(storage)
         await executor.execute(cmd)
@@ -513,7 +476,7 @@ class TestExecutor:
         r = router()
         executor, sent, _ = make_executor(storage)
         for category in ("funny", "sad"):
-            cmd = r.route(chat(f"@viewer !label {category}", "mod", MOD, reply_to=parent.message_id), BOT)
+            cmd = r.route(chat(f"@viewer !label {category}", "mod", MOD, reply_to=parent.message_id))
             assert isinstance(cmd, LabelCommand)
             await executor.execute(cmd)
         assert sent.texts == ["labelled @viewer's message as funny", "labelled @viewer's message as sad"]
@@ -551,7 +514,7 @@ class TestExecutor:
         mine = chat("love this community <3", "mod", MOD, sent_at=NOW - timedelta(seconds=20))
         command = chat("!label love @mod", "mod", MOD, sent_at=NOW)
         stored(storage, mine, command)
-        cmd = router().route(command, BOT)
+        cmd = router().route(command)
         assert isinstance(cmd, LabelCommand)
         executor, sent, _ = make_executor(storage)
         await executor.execute(cmd)
@@ -562,7 +525,7 @@ class TestExecutor:
     async def test_viewer_label_does_nothing(self, storage: Storage) -> None:
         """A viewer's !label routes to nothing: no reply, no example."""
         stored(storage, chat("pog", "viewer", sent_at=NOW - timedelta(seconds=2)))
-        assert router().route(chat("!label hype @viewer", "viewer2"), BOT) is None
+        assert router().route(chat("!label hype @viewer", "viewer2")) is None
         await storage.writer.flush()
         assert await storage.labeled_examples() == []
 
@@ -575,7 +538,7 @@ class TestExecutor:
             if len(calls) == 1:
                 raise RuntimeError("helix said no")
 
-        mood = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3)
+        mood = MoodPublisher(MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3), MoodHub())
         executor = CommandExecutor(storage, mood, flaky_send)
         with capture_logs() as logs:
             await executor.execute(MoodCommand(chat("!mood")))

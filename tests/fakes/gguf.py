@@ -4,7 +4,7 @@
   tokens, so any text tokenizes) with seeded random weights: its answers are nonsense, but they are a real
   llama.cpp forward pass, deterministic and fast.
 * :func:`write_tiny_bert_checkpoint` - a Hugging Face style BERT folder (``config.json``, ``model.safetensors``,
-  ``vocab.txt``) with seeded random weights, the input of :func:`bot.models.write_bert_gguf`.
+  ``vocab.txt``) with seeded random weights, the input of :func:`bot.llm.registry.write_bert_gguf`.
 * :func:`write_tiny_bert` - that checkpoint converted by our converter into a mean-pooled BERT embedding GGUF.
 
 Other test modules import these; nothing here touches the network.
@@ -168,7 +168,7 @@ def write_tiny_bert_checkpoint(folder: Path, words: Sequence[str] = DEFAULT_WORD
 
 def write_tiny_bert(path: Path, words: Sequence[str] = DEFAULT_WORDS, *, seed: int = 0, ftype: str = "f32") -> Path:
     """A tiny mean-pooled BERT embedding GGUF (32-d), converted from a synthetic checkpoint by our converter."""
-    from bot.models import write_bert_gguf
+    from bot.llm.gguf import write_bert_gguf
 
     with tempfile.TemporaryDirectory(prefix="tiny-bert-") as tmp:
         folder = write_tiny_bert_checkpoint(Path(tmp), words, seed=seed)

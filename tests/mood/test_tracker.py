@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Mapping
 from datetime import UTC, datetime
 
 import pytest
 
 from bot.config import DEFAULT_CATEGORIES, Category
-from bot.domain import Verdict
-from bot.mood import MoodTracker, blend, colour_distance, from_oklab, hex_to_rgb, to_oklab
+from bot.mood.colour import blend, colour_distance, from_oklab, hex_to_rgb, to_oklab
+from bot.mood.tracker import MoodTracker
+from tests.fakes.chat import verdict
+from tests.fakes.clock import FakeClock
 
 T0 = 1_700_000_000.0
 HL = 60.0
 COLOURS = {c.name: c.colour for c in DEFAULT_CATEGORIES}
-
-
-class FakeClock:
-    def __init__(self, t: float = T0) -> None:
-        self.t = t
-
-    def __call__(self) -> float:
-        return self.t
-
-    def advance(self, seconds: float) -> None:
-        self.t += seconds
-
-
-def verdict(label: str, confidence: float = 1.0, probs: Mapping[str, float] | None = None) -> Verdict:
-    return Verdict(label=label, confidence=confidence, probs=probs if probs is not None else {label: 1.0}, model="t")
 
 
 def tracker(clock: FakeClock, prior: float = 3.0, half_life: float = HL) -> MoodTracker:
@@ -40,7 +26,7 @@ class TestDecay:
     def test_weight_halves_every_half_life(self) -> None:
         """A message's weight is exactly halved after each half-life: with no prior, a hype message followed one
         half-life later by a sad one gives hype 0.5 / (0.5 + 1) = 1/3, and two more half-lives keep the ratio."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=0.0)
         mood.observe("c", verdict("hype"))
         clock.advance(HL)
@@ -54,7 +40,7 @@ class TestDecay:
 
     def test_decay_against_the_constant_prior_is_exact(self) -> None:
         """Against the prior the message weight follows 0.5 ** (t / half_life) exactly."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=1.0)
         mood.observe("c", verdict("hype"))
         for halvings in (0, 0.5, 1, 3, 7.25):
@@ -64,7 +50,7 @@ class TestDecay:
 
     def test_lazy_decay_does_not_depend_on_how_often_state_is_read(self) -> None:
         """Reading the state many times in between gives the same answer as reading it once."""
-        a_clock, b_clock = FakeClock(), FakeClock()
+        a_clock, b_clock = FakeClock(T0), FakeClock(T0)
         a, b = tracker(a_clock), tracker(b_clock)
         for m in (a, b):
             m.observe("c", verdict("hype"))
@@ -77,7 +63,7 @@ class TestDecay:
 
     def test_late_verdict_is_added_already_decayed(self) -> None:
         """A verdict stamped one half-life in the past counts half."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=0.0)
         mood.observe("c", verdict("hype"))
         mood.observe("c", verdict("sad"), at=T0 - HL)
@@ -86,7 +72,7 @@ class TestDecay:
         assert st.first_at == datetime.fromtimestamp(T0 - HL, UTC)
 
     def test_clock_going_backwards_never_grows_weights(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=1.0)
         mood.observe("c", verdict("hype"))
         clock.advance(HL)
@@ -97,7 +83,7 @@ class TestDecay:
 
 class TestNeutralPrior:
     def test_unseen_channel_is_neutral(self) -> None:
-        mood = tracker(FakeClock())
+        mood = tracker(FakeClock(T0))
         st = mood.state("nobody")
         assert (st.label, st.share, st.messages, st.skipped) == ("neutral", 1.0, 0, 0)
         assert st.colour == COLOURS["neutral"]
@@ -107,7 +93,7 @@ class TestNeutralPrior:
 
     def test_idle_chat_drifts_back_to_neutral(self) -> None:
         """After a strong hype phase, twelve idle half-lives leave almost only the neutral prior."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock)
         for _ in range(40):
             mood.observe("c", verdict("hype", 0.95))
@@ -120,7 +106,7 @@ class TestNeutralPrior:
         assert colour_distance(st.colour, COLOURS["neutral"]) < 0.01
 
     def test_zero_prior_and_no_weight_is_neutral(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=0.0)
         mood.add_skipped("c", 3)
         assert mood.state("c").label == "neutral"
@@ -130,7 +116,7 @@ class TestSingleMessage:
     def test_one_message_never_turns_idle_chat_into_a_mood(self) -> None:
         """From idle, one fully confident message of any category leaves the mood neutral (the prior is 3)."""
         for cat in DEFAULT_CATEGORIES:
-            mood = tracker(FakeClock())
+            mood = tracker(FakeClock(T0))
             mood.observe("c", verdict(cat.name, 1.0))
             st = mood.state("c")
             assert st.label == "neutral", cat.name
@@ -140,7 +126,7 @@ class TestSingleMessage:
     def test_one_angry_message_after_hype_only_nudges(self) -> None:
         """After a hype phase, one confident angry message moves the colour a little and hype stays dominant;
         it takes several angry messages to flip the mood."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock)
         for _ in range(30):
             mood.observe("c", verdict("hype", 0.9))
@@ -165,7 +151,7 @@ class TestSingleMessage:
         """Whatever the verdict says (probabilities that do not sum to one, a confidence over 1), one message
         adds at most 1.0 of weight: from idle with a prior of 3, neutral keeps at least 3/4."""
         for probs, conf in (({"angry": 5.0, "sad": 5.0}, 3.0), ({"angry": 1.0}, 1.0), ({"hype": 0.2}, 7.0)):
-            mood = tracker(FakeClock(), prior=3.0)
+            mood = tracker(FakeClock(T0), prior=3.0)
             mood.observe("c", verdict("angry", conf, probs))
             st = mood.state("c")
             assert st.shares["neutral"] == pytest.approx(0.75, rel=1e-12)
@@ -173,24 +159,24 @@ class TestSingleMessage:
 
     def test_full_probability_vector_is_used(self) -> None:
         """An ambiguous verdict counts for every category it gives probability to, scaled by confidence."""
-        mood = tracker(FakeClock(), prior=0.0)
+        mood = tracker(FakeClock(T0), prior=0.0)
         mood.observe("c", verdict("hype", 0.6, {"hype": 0.6, "funny": 0.4}))
         st = mood.state("c")
         assert st.shares["hype"] == pytest.approx(0.6)
         assert st.shares["funny"] == pytest.approx(0.4)
-        mood2 = tracker(FakeClock(), prior=1.0)
+        mood2 = tracker(FakeClock(T0), prior=1.0)
         mood2.observe("c", verdict("hype", 0.6, {"hype": 0.6, "funny": 0.4}))
         assert mood2.state("c").shares["neutral"] == pytest.approx(1 / 1.6)
 
     def test_unsure_messages_move_the_mood_less(self) -> None:
-        sure, unsure = tracker(FakeClock()), tracker(FakeClock())
+        sure, unsure = tracker(FakeClock(T0)), tracker(FakeClock(T0))
         sure.observe("c", verdict("sad", 0.95))
         unsure.observe("c", verdict("sad", 0.2))
         assert sure.state("c").shares["sad"] > 3 * unsure.state("c").shares["sad"]
 
     def test_verdict_with_unknown_label_is_ignored(self) -> None:
         """A verdict naming no configured category (an old model) changes nothing and is not counted."""
-        mood = tracker(FakeClock())
+        mood = tracker(FakeClock(T0))
         mood.observe("c", verdict("bored", 1.0))
         mood.observe("c", verdict("hype", float("nan")))
         st = mood.state("c")
@@ -202,7 +188,7 @@ class TestOutputs:
     def test_valence_stays_in_range(self) -> None:
         """Random verdicts at random times never push the valence out of [-1, 1]; one-sided chat approaches ±1."""
         rng = random.Random(7)
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=0.5)
         names = [c.name for c in DEFAULT_CATEGORIES]
         for _ in range(500):
@@ -218,7 +204,7 @@ class TestOutputs:
         assert neg.state("c").valence == pytest.approx(-1.0)
 
     def test_valence_is_share_weighted(self) -> None:
-        mood = tracker(FakeClock(), prior=2.0)
+        mood = tracker(FakeClock(T0), prior=2.0)
         mood.observe("c", verdict("hype"))
         mood.observe("c", verdict("sad"))
         mood.observe("c", verdict("sad"))
@@ -229,7 +215,7 @@ class TestOutputs:
         for c in DEFAULT_CATEGORIES:
             assert from_oklab(to_oklab(c.colour)) == c.colour
             assert blend([(c.colour, 2.0), ("#000000", 0.0)]) == c.colour
-        mood = tracker(FakeClock(), prior=0.0)
+        mood = tracker(FakeClock(T0), prior=0.0)
         mood.observe("c", verdict("hype"))
         assert mood.state("c").colour == COLOURS["hype"]
 
@@ -245,7 +231,7 @@ class TestOutputs:
         assert to_oklab(mid)[0] > to_oklab("#" + "".join(f"{round(x * 255):02x}" for x in naive))[0]
 
     def test_state_reports_counts_and_times(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock)
         mood.observe("c", verdict("hype"))
         clock.advance(5)
@@ -261,7 +247,7 @@ class TestOutputs:
 
 class TestSkippedAndReset:
     def test_skipped_messages_are_counted(self) -> None:
-        mood = tracker(FakeClock())
+        mood = tracker(FakeClock(T0))
         mood.observe("c", verdict("hype"))
         mood.add_skipped("c", 5)
         mood.add_skipped("c", 0)
@@ -273,7 +259,7 @@ class TestSkippedAndReset:
 
     def test_reset_forgets_the_mood_but_not_the_interval(self) -> None:
         """reset() makes the channel neutral with no messages; the timeline's interval counts survive."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock)
         for _ in range(10):
             mood.observe("c", verdict("angry"))
@@ -288,7 +274,7 @@ class TestSkippedAndReset:
         assert mood.state("c").first_at == datetime.fromtimestamp(T0, UTC)
 
     def test_take_counts_starts_a_new_interval(self) -> None:
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock)
         mood.observe("c", verdict("hype"))
         mood.observe("c", verdict("hype"))
@@ -301,7 +287,7 @@ class TestSkippedAndReset:
 
     def test_snapshot_has_what_the_timeline_stores(self) -> None:
         """A snapshot carries the interval's per-category counts and the smoothed state; the next starts afresh."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock)
         for _ in range(5):
             mood.observe("c", verdict("funny"))
@@ -327,13 +313,13 @@ class TestSkippedAndReset:
 
     def test_snapshot_fields_are_the_stored_documents_fields(self) -> None:
         """The snapshot has exactly the fields storage's MoodSnapshotDoc stores (its id aside)."""
-        from bot.storage import MoodSnapshotDoc
+        from bot.storage.documents import MoodSnapshotDoc
 
         stored = set(MoodSnapshotDoc.model_fields) - {"id", "revision_id"}
-        assert set(tracker(FakeClock()).snapshot("c")) == stored
+        assert set(tracker(FakeClock(T0)).snapshot("c")) == stored
 
     def test_drop_forgets_a_channel(self) -> None:
-        mood = tracker(FakeClock())
+        mood = tracker(FakeClock(T0))
         mood.observe("c", verdict("hype"))
         mood.drop("c")
         assert mood.channels() == ()
@@ -344,7 +330,7 @@ class TestConfigUpdate:
     def test_kept_categories_keep_their_weight(self) -> None:
         """A reload keeps the weight of categories that still exist, drops removed ones, and uses the new
         half-life and prior from then on."""
-        clock = FakeClock()
+        clock = FakeClock(T0)
         mood = tracker(clock, prior=0.0)
         mood.observe("c", verdict("hype"))
         mood.observe("c", verdict("sad"))
@@ -368,7 +354,7 @@ class TestConfigUpdate:
             MoodTracker(no_neutral, half_life_s=HL, neutral_prior=1.0)
         with pytest.raises(ValueError, match="half_life_s"):
             MoodTracker(DEFAULT_CATEGORIES, half_life_s=0, neutral_prior=1.0)
-        mood = tracker(FakeClock())
+        mood = tracker(FakeClock(T0))
         with pytest.raises(ValueError, match="neutral_prior"):
             mood.update_config(DEFAULT_CATEGORIES, half_life_s=HL, neutral_prior=-1)
         assert mood.neutral_prior == 3.0

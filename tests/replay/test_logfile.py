@@ -8,12 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from bot.chatlog import MAX_PROBLEMS, REPLAY_EPOCH, SAMPLE_CHAT, Problem, open_log, to_jsonl
 from bot.domain import ChatLine, EmoteSpan, synthetic_message_id
 from bot.errors import ReplayError
+from bot.replay.jsonl import to_jsonl
+from bot.replay.logfile import SAMPLE_CHAT, open_log
+from bot.replay.parsed import MAX_PROBLEMS, REPLAY_EPOCH, Problem
 
-DATA = Path(__file__).parent / "data"
-SHARED_RECHAT = Path(__file__).parents[2] / "shared" / "data" / "chatlogs" / "rechat-98355852.json"
+DATA = Path(__file__).resolve().parents[1] / "data"
+SHARED_RECHAT = Path(__file__).resolve().parents[3] / "shared" / "data" / "chatlogs" / "rechat-98355852.json"
 
 
 def utc(y: int, mo: int, d: int, h: int = 0, mi: int = 0, s: int = 0) -> datetime:

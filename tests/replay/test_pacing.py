@@ -10,18 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.domain import ChatLine
-from bot.replay import (
-    Problem,
-    ProgressBar,
-    ReplayProgress,
-    ReplayStats,
-    format_summary,
-    open_log,
-    progress_bar_for,
-    replay,
-)
+from bot.replay.logfile import open_log
+from bot.replay.pacing import ProgressBar, ReplayProgress, ReplayStats, format_summary, progress_bar_for, replay
+from bot.replay.parsed import Problem
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 
 class FakeTime:

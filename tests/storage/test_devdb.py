@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from pymongo import MongoClient
 
-from bot.devdb import DEFAULT_BINARY, FERRETDB_ENV, DevDb, devdb, find_ferretdb, free_port, run_devdb
 from bot.errors import StorageError
+from bot.storage.devdb import DEFAULT_BINARY, FERRETDB_ENV, DevDb, devdb, find_ferretdb, free_port, run_devdb
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def listening(port: int) -> bool:

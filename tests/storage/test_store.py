@@ -15,11 +15,12 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from bot.config import StorageConfig
-from bot.devdb import DevDb
 from bot.domain import ChatLine, EmoteSpan, MoodState, Verdict
 from bot.errors import StorageError
-from bot.storage import MessageDoc, Storage, open_storage
-from bot.writer import SPOOL_FILE
+from bot.storage.devdb import DevDb
+from bot.storage.documents import MessageDoc
+from bot.storage.store import Storage, open_storage
+from bot.storage.writer import SPOOL_FILE
 
 BASE = datetime(2024, 5, 1, 18, 0, 0, tzinfo=UTC)
 

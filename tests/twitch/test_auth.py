@@ -13,12 +13,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 import structlog
-from fake_twitch import FakeTwitch
 from pydantic import SecretStr
 
-from bot.auth import SCOPES, AuthClient, AuthRejected, TokenSet, TokenStore, checked_tokens, cmd_auth
 from bot.config import BotConfig, Config, TwitchConfig
-from bot.errors import AuthError, TwitchError
+from bot.errors import AuthError, AuthRejected, TwitchError
+from bot.twitch.auth import SCOPES, AuthClient, checked_tokens, cmd_auth
+from bot.twitch.tokens import TokenSet, TokenStore
+from tests.fakes.twitch import FakeTwitch
 
 
 @pytest_asyncio.fixture(loop_scope="function")

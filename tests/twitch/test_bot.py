@@ -16,14 +16,15 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import structlog
-from fake_twitch import FakeTwitch, FakeUser, chat_event, emote_fragment, text_fragment
 from pydantic import SecretStr
 
-from bot.auth import TokenSet, TokenStore
 from bot.config import BotConfig, TwitchConfig
 from bot.domain import ChatLine, EmoteSpan
 from bot.errors import AuthError
-from bot.twitch import Backoff, Dedupe, TwitchBot, chat_line_from_event, parse_ts
+from bot.twitch.bot import Backoff, TwitchBot
+from bot.twitch.events import chat_line_from_event, parse_ts
+from bot.twitch.tokens import TokenSet, TokenStore
+from tests.fakes.twitch import FakeTwitch, FakeUser, chat_event, emote_fragment, text_fragment
 
 META = {"message_id": "m-1", "message_type": "notification", "message_timestamp": "2024-05-01T12:00:01.123456789Z"}
 
@@ -127,14 +128,8 @@ class TestChatLineConversion:
         assert parse_ts("2024-05-01T12:00:00.5Z").microsecond == 500000
 
 
-class TestDedupeAndBackoff:
-    """Redeliveries are recognised by id in a bounded LRU; backoff is capped and jittered."""
-
-    def test_dedupe_forgets_the_oldest(self) -> None:
-        d = Dedupe(size=2)
-        assert d.first_time("a") and d.first_time("b") and not d.first_time("a")
-        assert d.first_time("c")  # evicts b (a was touched)
-        assert d.first_time("b") and not d.first_time("c")
+class TestBackoff:
+    """Backoff is capped and jittered."""
 
     def test_backoff_is_capped_and_resets(self) -> None:
         import random

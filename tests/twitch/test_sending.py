@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import structlog
 
-from bot.sending import MAX_CHARS, SendLimiter, truncate
+from bot.twitch.sending import MAX_CHARS, SendLimiter, truncate
 
 
 class FakeClock:

@@ -35,16 +35,16 @@ from typing import Any
 import pytest
 import pytest_asyncio
 import structlog
-from fake_twitch import FakeTwitch
 from pydantic import SecretStr
 
-from bot.auth import TokenSet, TokenStore
 from bot.config import BotConfig, TwitchConfig
-from bot.twitch import Backoff, TwitchBot
+from bot.twitch.bot import Backoff, TwitchBot
+from bot.twitch.tokens import TokenSet, TokenStore
+from tests.fakes.twitch import FakeTwitch
 
 pytestmark = pytest.mark.twitch_cli
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RPC_PORT = 44747
 BROADCASTER_ID = "600"
 

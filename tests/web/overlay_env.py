@@ -1,14 +1,13 @@
 """A real overlay server on loopback for the overlay and browser tests.
 
-``OverlayEnv`` bundles what ``create_overlay_app`` needs: a real :class:`MoodHub`, a real
-:class:`MoodTracker` on a settable clock, the reset/health callables (which record what
-they were asked), and optionally a real ``Storage``. ``serve(env, port=0)`` runs it
+``OverlayEnv`` bundles what ``create_overlay_app`` needs: a real :class:`MoodPublisher` (tracker on a
+settable clock, and hub), a reset that records which channels it was asked for, a health callable,
+and optionally a real ``Storage``. ``serve(env, port=0)`` runs it
 with ``AppRunner`` + ``TCPSite`` on 127.0.0.1 and yields the base URL.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -19,27 +18,16 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from bot.config import DEFAULT_CATEGORIES, OverlayConfig
-from bot.domain import MoodState, Verdict
-from bot.hub import MoodHub
-from bot.mood import MoodTracker
-from bot.overlay import STATIC_DIR, OverlayStorage, create_overlay_app
+from bot.domain import MoodState
+from bot.mood.hub import MoodHub
+from bot.mood.publisher import MoodPublisher
+from bot.mood.tracker import MoodTracker
+from bot.web.server import STATIC_DIR, OverlayStorage, create_overlay_app
+from tests.fakes.chat import verdict
+from tests.fakes.clock import FakeClock
 
 TOKEN = "s3cret-overlay-token"
 COLOURS = {c.name: c.colour for c in DEFAULT_CATEGORIES}
-
-
-class Clock:
-    """A clock the test moves by hand (epoch seconds)."""
-
-    def __init__(self, t: float | None = None) -> None:
-        self.t = time.time() if t is None else t
-
-    def __call__(self) -> float:
-        return self.t
-
-
-def verdict(label: str, confidence: float = 1.0) -> Verdict:
-    return Verdict(label=label, confidence=confidence, probs={label: 1.0}, model="test")
 
 
 @dataclass
@@ -48,7 +36,7 @@ class OverlayEnv:
     overlay_requires_token: bool = False
     storage: OverlayStorage | None = None
     static_dir: Path = STATIC_DIR
-    clock: Clock = field(default_factory=Clock)
+    clock: FakeClock = field(default_factory=FakeClock)
     hub: MoodHub = field(default_factory=MoodHub)
     health_report: dict[str, Any] = field(
         default_factory=lambda: {
@@ -60,21 +48,21 @@ class OverlayEnv:
     health_error: Exception | None = None
     resets: list[str] = field(default_factory=list)
     tracker: MoodTracker = field(init=False)
+    mood: MoodPublisher = field(init=False)
 
     def __post_init__(self) -> None:
         self.tracker = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60.0, neutral_prior=3.0, clock=self.clock)
+        self.mood = MoodPublisher(self.tracker, self.hub)
 
     def feed(self, channel: str, label: str, n: int) -> MoodState:
-        """Observe ``n`` verdicts of ``label`` and publish the new state, as the app's ingest does."""
+        """Observe ``n`` verdicts of ``label`` and publish the new state, as the pipeline does."""
         for _ in range(n):
             self.tracker.observe(channel, verdict(label))
-        state = self.tracker.state(channel)
-        self.hub.publish(state)
-        return state
+        return self.mood.publish(channel)
 
-    async def reset(self, channel: str) -> None:
+    def reset(self, channel: str) -> MoodState:
         self.resets.append(channel)
-        self.tracker.reset(channel)
+        return self.mood.reset(channel)
 
     async def health(self) -> Mapping[str, Any]:
         if self.health_error is not None:

@@ -16,16 +16,19 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from overlay_env import COLOURS, TOKEN, OverlayEnv, serve, verdict
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, async_playwright
 
-from bot.app import bound_port, open_pipeline, serve_overlay, supervise
+from bot.app import serve_overlay
 from bot.config import StorageConfig, parse_config
 from bot.domain import ChatLine
-from bot.mood import colour_distance, hex_to_rgb
-from bot.overlay import STATIC_DIR, VENDOR_JS
-from bot.replay import replay
-from bot.storage import Storage
+from bot.mood.colour import colour_distance, hex_to_rgb
+from bot.pipeline import open_pipeline
+from bot.replay.pacing import replay
+from bot.storage.store import Storage
+from bot.tasks import supervise
+from bot.web.server import STATIC_DIR, VENDOR_JS
+from tests.fakes.chat import verdict
+from tests.web.overlay_env import COLOURS, TOKEN, OverlayEnv, serve
 
 pytestmark = pytest.mark.browser
 
@@ -39,7 +42,7 @@ CHROMIUM_ARGS = [
     "--no-first-run",
     "--disable-quic",
 ]
-SHOTS = Path(__file__).resolve().parent / "screenshots"
+SHOTS = Path(__file__).resolve().parents[1] / "screenshots"
 WAIT_MS = 15_000
 HOSTILE = "<img src=x onerror=alert(1)> <script>alert(2)</script> nice play"
 
@@ -301,19 +304,19 @@ class TestPipelineInChromium:
 
         async with (
             open_pipeline(cfg) as p,
-            serve_overlay(p, "127.0.0.1", 0, TOKEN, health) as runner,
+            serve_overlay(p, "127.0.0.1", 0, TOKEN, health) as base,
             supervise(p.services()),
         ):
             page = watch.attach(await browser.new_page(viewport={"width": 400, "height": 400}))
-            await page.goto(f"http://127.0.0.1:{bound_port(runner)}/overlay/replaychan?style=orb&label=1")
+            await page.goto(f"{base}/overlay/replaychan?style=orb&label=1")
             await page.wait_for_selector('#overlay[data-connected="1"]', timeout=WAIT_MS)
-            neutral = p.tracker.state("replaychan").colour
+            neutral = p.mood.state("replaychan").colour
             assert await computed(page, "backgroundColor") == css_rgb(neutral)
 
             stats = await replay(lines, p.ingest.submit, speed=None, max_rate=400)
             await p.classifier.drain()
             assert stats.submitted == 40
-            state = p.tracker.state("replaychan")
+            state = p.mood.state("replaychan")
             assert state.label == "hype" and state.messages == 40
 
             await page.wait_for_selector('#overlay[data-mood="hype"]', timeout=WAIT_MS)

@@ -12,15 +12,15 @@ from pathlib import Path
 import aiohttp
 import pytest
 import pytest_asyncio
-from conftest import make_storage_config
-from overlay_env import TOKEN, OverlayEnv, serve
 
-from bot.devdb import DevDb
 from bot.domain import ChatLine, MoodState, Verdict
-from bot.hub import MoodHub
-from bot.overlay import OverlayStorage
-from bot.overlay_guard import CSRF_HEADER, ParamError, TokenAuth, parse_overlay_params, parse_since
-from bot.storage import Storage, open_storage
+from bot.mood.hub import MoodHub
+from bot.storage.devdb import DevDb
+from bot.storage.store import Storage, open_storage
+from bot.web.guard import CSRF_HEADER, ParamError, TokenAuth, parse_overlay_params, parse_since
+from bot.web.server import OverlayStorage
+from tests.conftest import make_storage_config
+from tests.web.overlay_env import TOKEN, OverlayEnv, serve
 
 COLOUR = re.compile(r"^#[0-9a-f]{6}$")
 

@@ -1,0 +1,146 @@
+"""The message path, built in the order data flows through it.
+
+::
+
+    ChatLine ──> Ingest.submit ──┬──> MessageWriter (storage)            the message is never lost
+                                 ├──> ClassifierService.offer ──> Verdicts.take ──┬──> MessageWriter (verdicts)
+                                 │                                                └──> MoodPublisher ──> MoodHub
+                                 └──> CommandQueue.offer ──> CommandExecutor ──> Outbox ──> (whoever sends)
+
+:func:`open_pipeline` opens storage and the classifier (resources, closed in reverse) and wires the rest
+from the end of the path backwards, so every part exists before the part that feeds it: no holders, no
+callbacks bound later. :meth:`Pipeline.services` names the loops the parts need; the program that opened
+the pipeline runs them with :func:`bot.tasks.supervise`, together with ``storage.tasks.watch()``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import structlog
+
+from bot.classify.classifier import load_classifier
+from bot.classify.service import ClassifierService
+from bot.commands.executor import CommandExecutor
+from bot.commands.queue import CommandQueue
+from bot.commands.router import CommandRouter
+from bot.config import Config
+from bot.domain import ChatLine, Verdict
+from bot.ingest import Ingest
+from bot.mood.hub import MoodHub
+from bot.mood.publisher import MoodPublisher
+from bot.mood.tracker import MoodTracker
+from bot.outbox import Outbox
+from bot.storage.store import Storage, open_storage
+from bot.storage.writer import MessageWriter
+
+log = structlog.get_logger(__name__)
+
+
+class Verdicts:
+    """Where the classifier's verdicts go: onto their stored messages, and into the mood."""
+
+    def __init__(self, writer: MessageWriter, mood: MoodPublisher) -> None:
+        self._writer = writer
+        self._mood = mood
+
+    def take(self, pairs: list[tuple[ChatLine, Verdict]]) -> None:
+        for line, verdict in pairs:
+            self._writer.submit_verdict(line.message_id, verdict)
+        self._mood.observe(pairs)
+
+
+@dataclass
+class Pipeline:
+    cfg: Config
+    storage: Storage
+    mood: MoodPublisher
+    classifier: ClassifierService
+    outbox: Outbox
+    commands: CommandQueue
+    ingest: Ingest
+    clock: Callable[[], float] = time.time
+
+    def services(self) -> dict[str, Coroutine[Any, Any, None]]:
+        return {
+            "storage": self.storage.tasks.watch(),
+            "classifier": self.classifier.run(),
+            "commands": self.commands.run(),
+            "mood-ticker": self.mood.tick(),
+            "mood-snapshots": self._snapshots(),
+        }
+
+    def apply(self, new: Config) -> None:
+        """A reloaded config, in place: smoothing, commands and categories (storage, classifier and overlay
+        settings need a restart, see :mod:`bot.reload`)."""
+        self.mood.tracker.update_config(new.categories, new.mood.half_life_s, new.mood.neutral_prior)
+        self.commands.router.update_config(new.commands, new.category_names, new.bot_accounts)
+        self.cfg = new
+
+    async def _snapshots(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.mood.snapshot_interval_s)
+            for channel in list(self.mood.tracker.channels()):
+                await self.save_snapshot(channel)
+
+    async def settle(self, channels: Iterable[str]) -> None:
+        """After a replay: everything offered is classified, commands are handled, everything is stored, and
+        the timeline has a point."""
+        await self.classifier.drain()
+        await self.commands.join()
+        await self.storage.writer.flush()
+        for channel in channels:
+            await self.save_snapshot(channel)
+
+    async def save_snapshot(self, channel: str) -> None:
+        tracker = self.mood.tracker
+        state = tracker.state(channel)
+        counts = tracker.take_counts(channel)
+        try:
+            await self.storage.save_snapshot(state, bucket=datetime.fromtimestamp(self.clock(), UTC), counts=counts)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the timeline misses a point; chat itself is never lost
+            log.warning("snapshot_failed", channel=channel, error=str(e))
+
+    def summary(self, channels: Iterable[str]) -> list[str]:
+        """What a replay or the demo prints at the end: what was stored, and each channel's mood."""
+        w = self.storage.writer.stats
+        lines = [
+            f"stored: {w.inserted} new, {w.duplicates} already stored"
+            + (f", {w.spool_pending} waiting in the spool (database unreachable)" if w.spool_pending else ""),
+        ]
+        for channel in sorted(channels):
+            s = self.mood.state(channel)
+            seen = f"{s.messages} classified" + (f", {s.skipped} skipped" if s.skipped else "")
+            lines.append(f"mood #{channel}: {s.label} {s.share:.0%} valence {s.valence:+.2f} {s.colour} ({seen})")
+        return lines
+
+
+@contextlib.asynccontextmanager
+async def open_pipeline(cfg: Config, *, clock: Callable[[], float] = time.time) -> AsyncIterator[Pipeline]:
+    async with contextlib.AsyncExitStack() as stack:
+        storage = await stack.enter_async_context(
+            open_storage(cfg.storage, spool_dir=cfg.resolve(cfg.storage.spool_dir))
+        )
+        classifier = await asyncio.to_thread(load_classifier, cfg)
+        # Closed off the loop: it waits for a model call still running on a worker thread.
+        stack.push_async_callback(asyncio.to_thread, classifier.close)
+        tracker = MoodTracker(cfg.categories, cfg.mood.half_life_s, cfg.mood.neutral_prior, clock=clock)
+        hub = MoodHub()
+        stack.callback(hub.close)
+        mood = MoodPublisher(tracker, hub)
+        verdicts = Verdicts(storage.writer, mood)
+        service = ClassifierService(classifier, cfg, verdicts.take, rng=random.Random(), on_skipped=tracker.add_skipped)
+        outbox = Outbox()
+        executor = CommandExecutor(storage, mood, outbox.post)
+        commands = CommandQueue(CommandRouter(cfg.commands, cfg.category_names, cfg.bot_accounts), executor)
+        ingest = Ingest(writer=storage.writer, classifier=service, commands=commands)
+        yield Pipeline(cfg, storage, mood, service, outbox, commands, ingest, clock)
