@@ -14,7 +14,6 @@ import pytest
 import pytest_asyncio
 
 from bot.domain import ChatLine, MoodState, Verdict
-from bot.mood.hub import MoodHub
 from bot.storage.devdb import DevDb
 from bot.storage.store import Storage, open_storage
 from bot.web.guard import CSRF_HEADER, ParamError, TokenAuth, parse_overlay_params, parse_since
@@ -56,49 +55,6 @@ async def wait_for(predicate: Callable[[], bool], what: str, limit_s: float = 5.
                 await asyncio.sleep(0.01)
     except TimeoutError:
         raise AssertionError(f"timed out waiting for: {what}") from None
-
-
-class TestHub:
-    """MoodHub keeps the latest state per channel and one conflating slot per subscriber."""
-
-    async def test_latest_and_delivery(self) -> None:
-        """A published state becomes the channel's latest and reaches its subscribers, not other channels'."""
-        hub = MoodHub()
-        assert hub.latest("a") is None
-        async with hub.subscribe("a") as sub_a, hub.subscribe("b") as sub_b:
-            hub.publish(state("a"))
-            assert hub.latest("a") == state("a")
-            assert await sub_a.get() == state("a")
-            assert sub_b.conflated == 0
-            hub.publish(state("b", "sad", "#3b6fd8"))
-            assert (await sub_b.get()).label == "sad"  # type: ignore[union-attr]
-
-    async def test_slow_subscriber_gets_only_the_newest(self) -> None:
-        """States published while a subscriber is busy replace each other: it then sees only the newest."""
-        hub = MoodHub()
-        async with hub.subscribe("a") as sub:
-            for label in ("hype", "funny", "sad", "angry"):
-                hub.publish(state("a", label))
-            assert (await sub.get()).label == "angry"  # type: ignore[union-attr]
-            assert sub.conflated == 3
-
-    async def test_unsubscribe_on_exit_and_close_ends_iteration(self) -> None:
-        """Leaving ``subscribe`` removes the subscriber; ``close`` ends a waiting ``async for``."""
-        hub = MoodHub()
-        seen: list[str] = []
-
-        async def reader() -> None:
-            async with hub.subscribe("a") as sub:
-                async for st in sub:
-                    seen.append(st.label)
-
-        task = asyncio.create_task(reader(), name="test-hub-reader")
-        await wait_for(lambda: hub.subscriber_count("a") == 1, "subscribed")
-        hub.publish(state("a", "love"))
-        await wait_for(lambda: seen == ["love"], "delivered")
-        hub.close()
-        await asyncio.wait_for(task, 2)
-        assert hub.subscriber_count("a") == 0 and hub.subscriber_count() == 0
 
 
 class TestSecurityHeaders:

@@ -1,0 +1,48 @@
+"""bot.pipeline: the message path end to end on a real FerretDB and the cold-start classifier:
+messages are stored with their verdicts, the mood reaches the hub, commands are answered through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from bot.config import Config, StorageConfig, parse_config
+from bot.outbox import Outgoing
+from bot.pipeline import open_pipeline
+from bot.storage.documents import MessageDoc
+from bot.tasks import supervise
+from tests.fakes.chat import chat_line
+
+
+def config(storage_config: StorageConfig, tmp_path: Path) -> Config:
+    cfg = parse_config({"mood": {"half_life_s": 60.0}}, {})
+    storage = storage_config.model_copy(update={"spool_dir": tmp_path / "spool"})
+    return cfg.model_copy(update={"storage": storage})
+
+
+class TestPipeline:
+    async def test_chat_is_stored_classified_moody_and_answered(self, storage_config: StorageConfig,
+                                                                tmp_path: Path) -> None:
+        async with open_pipeline(config(storage_config, tmp_path)) as p:
+            replies: list[Outgoing] = []
+            async with p.mood.hub.subscribe("chan") as overlay, supervise(
+                {**p.services(), "outbox": p.outbox.drain(replies.append)}
+            ):
+                hype = [chat_line(text, f"fan{i}") for i, text in enumerate(["LETS GOOOO", "POGGERS", "W W W"] * 5)]
+                for line in hype:
+                    assert p.ingest.submit(line)
+                await p.classifier.drain()  # the mood has seen the hype before anyone asks
+                ask = chat_line("!mood", "curious")
+                p.ingest.submit(ask)
+                p.ingest.submit(hype[0])  # a redelivery changes nothing
+                await p.settle(["chan"])
+                published = await asyncio.wait_for(overlay.get(), 5)
+
+            docs = await MessageDoc.find(MessageDoc.channel == "chan").to_list()
+            assert len(docs) == len(hype) + 1
+            classified = [d for d in docs if d.label is not None]
+            assert len(classified) == len(hype)  # the command is stored, not classified
+            assert published is not None and published.label == "hype"
+            assert [(r.channel, r.reply_to) for r in replies] == [("chan", ask.message_id)]
+            assert replies[0].text.startswith("chat mood: hype")
+            assert p.summary(["chan"])[0] == f"stored: {len(hype) + 1} new, 0 already stored"
