@@ -146,8 +146,11 @@ class MoodState:
     label: str  # dominant category
     share: float  # the dominant category's share of the weight, 0..1
     valence: float  # -1..1
-    colour: str  # "#rrggbb"
+    colour: str  # "#rrggbb": the colour viewers see (bot.mood.colour.mood_colour)
     shares: Mapping[str, float] = field(default_factory=dict)
+    lean: str | None = None  # the strongest non-neutral category, whose hue the colour takes
+    strength: float = 0.0  # how far the colour has moved from neutral towards the lean, 0..1
+    label_colour: str = ""  # the named mood's own category colour (what !mood's emoji square shows)
     messages: int = 0  # messages classified into this mood since the last reset
     skipped: int = 0  # messages not classified because chat outpaced the model
     first_at: datetime | None = None  # oldest message folded in since the last reset

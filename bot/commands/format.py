@@ -69,6 +69,8 @@ def _span(seconds: float) -> str:
 def format_mood(state: MoodState, now: datetime) -> str:
     """One short chat line, e.g. ``chat mood: hype 61% 🟧 (412 msgs, last 2 min)``; never over 500 characters.
 
+    The square is drawn in the named mood's own colour, so it always agrees with the word. When the overlay's
+    colour leans towards a mood that isn't the named one, the line says so: ``neutral 55% ⬜, leaning hype 25%``.
     When chat outpaced the classifier it says how much was seen: ``(412 of 530 msgs, ...)``."""
     if state.messages == 0:
         if state.skipped:
@@ -78,5 +80,10 @@ def format_mood(state: MoodState, now: datetime) -> str:
     msgs = f"{state.messages} of {state.messages + state.skipped}" if state.skipped else f"{state.messages}"
     unit = "msg" if state.messages + state.skipped == 1 else "msgs"
     since = f", last {_span((now - state.first_at).total_seconds())}" if state.first_at else ""
-    text = f"chat mood: {state.label} {share}% {emoji_square(state.colour)} ({msgs} {unit}{since})"
+    square = emoji_square(state.label_colour or state.colour)
+    lean = ""
+    if state.lean and state.lean != state.label and state.strength >= 0.5:
+        lean_share = min(100, max(0, math.floor(state.shares.get(state.lean, 0.0) * 100 + 0.5)))
+        lean = f", leaning {state.lean} {lean_share}%"
+    text = f"chat mood: {state.label} {share}% {square}{lean} ({msgs} {unit}{since})"
     return clip(text)

@@ -44,8 +44,7 @@ class MoodPublisher:
 
     def reset(self, channel: str) -> MoodState:
         """Back to neutral, published at once; returns the fresh state."""
-        self.tracker.reset(channel)
-        log.info("mood_reset", channel=channel)
+        self.tracker.reset(channel)  # logs mood_reset
         return self.publish(channel)
 
     async def tick(self, every_s: float = 1.0) -> None:

@@ -15,8 +15,10 @@ The model, per channel:
   weight. A single message can only decide the dominant label when chat was already split within one
   message's weight; with ``neutral_prior >= 1`` it never turns an idle chat into a mood.
 * Shares are the weights (plus the prior) over their sum; the valence is ``sum(share * category.valence)``
-  (so within [-1, 1]); the colour is the category colours blended by share in OKLab, a perceptual space, so a
-  blend of orange and blue passes through muted tones instead of a muddy dark grey.
+  (so within [-1, 1]). The colour follows :func:`bot.mood.colour.mood_colour`: the hue of the strongest
+  non-neutral mood (mixed with a second strong one), moved away from the neutral colour as far as that mood
+  stands above neutral. A share-weighted blend of every category looked muddy: 55% neutral, 25% hype and
+  10% love was a mauve grey nobody could read as hype.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import structlog
 
 from bot.config import Category
 from bot.domain import MoodState, Verdict
-from bot.mood.colour import blend
+from bot.mood.colour import mood_colour
 
 log = structlog.get_logger(__name__)
 
@@ -99,6 +101,7 @@ class MoodTracker:
         if not (math.isfinite(neutral_prior) and neutral_prior >= 0):
             raise ValueError(f"neutral_prior must be >= 0, got {neutral_prior!r}")
         self._categories = tuple(categories)
+        self._colours = {c.name: c.colour for c in self._categories}
         self._half_life = float(half_life_s)
         self._prior = float(neutral_prior)
 
@@ -233,14 +236,17 @@ class MoodTracker:
         shares = self._shares(weights)
         label = max(self.categories, key=shares.__getitem__)  # ties: the first in config order
         valence = sum(shares[c.name] * c.valence for c in self._categories)
-        colour = blend((c.colour, shares[c.name]) for c in self._categories)
+        look = mood_colour(shares, self._colours, NEUTRAL)
         return MoodState(
             channel=channel,
             label=label,
             share=shares[label],
             valence=min(1.0, max(-1.0, valence)),
-            colour=colour,
+            colour=look.colour,
             shares=shares,
+            lean=look.lean,
+            strength=look.strength,
+            label_colour=self._colours[label],
             messages=ch.messages if ch else 0,
             skipped=ch.skipped if ch else 0,
             first_at=_utc(ch.first_at) if ch and ch.first_at is not None else None,

@@ -117,6 +117,8 @@ def mood_payload(state: MoodState) -> dict[str, Any]:
         "valence": round(state.valence, 4),
         "colour": state.colour,
         "shares": {k: round(v, 4) for k, v in state.shares.items()},
+        "lean": state.lean,
+        "strength": round(state.strength, 4),
         "messages": state.messages,
         "skipped": state.skipped,
         "first_at": state.first_at.isoformat() if state.first_at else None,

@@ -347,6 +347,17 @@ class TestFormatMood:
         assert len(text) <= MAX_REPLY
         assert text.startswith("chat mood: xxx")
 
+    def test_the_square_agrees_with_the_named_mood(self) -> None:
+        """A neutral chat tinted by a few angry verdicts used to get a red square next to the word neutral."""
+        tinted = state(label="neutral", share=0.63, colour="#a86a6a", label_colour="#8a8f98", lean="angry",
+                       strength=0.3, shares={"neutral": 0.63, "angry": 0.12})
+        assert "neutral 63% ⬜ (" in format_mood(tinted, NOW)
+
+    def test_a_strong_lean_is_named(self) -> None:
+        leaning = state(label="neutral", share=0.55, colour="#d99059", label_colour="#8a8f98", lean="hype",
+                        strength=0.61, shares={"neutral": 0.55, "hype": 0.25})
+        assert format_mood(leaning, NOW) == "chat mood: neutral 55% ⬜, leaning hype 25% (412 msgs, last 2 min)"
+
     @pytest.mark.parametrize(
         ("category", "square"),
         [("hype", "🟧"), ("funny", "🟨"), ("love", "🟥"), ("neutral", "⬜"), ("sad", "🟦"), ("angry", "🟥")],

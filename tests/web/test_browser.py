@@ -19,8 +19,9 @@ import pytest_asyncio
 from playwright.async_api import Browser, ConsoleMessage, Dialog, Page, async_playwright
 
 from bot.app import serve_overlay
+from bot.commands.format import emoji_square, format_mood
 from bot.config import StorageConfig, parse_config
-from bot.domain import ChatLine
+from bot.domain import ChatLine, Verdict
 from bot.mood.colour import colour_distance, hex_to_rgb
 from bot.pipeline import open_pipeline
 from bot.replay.pacing import replay
@@ -159,6 +160,51 @@ class TestOverlayInChromium:
                 await wait_computed(page, prop, css_rgb(angry.colour))
                 assert await page.text_content("#label") == "angry"
                 await shot(page, f"overlay-{style}.png", omit_background=True)
+        watch.assert_clean()
+
+    async def test_three_moods_read_at_a_glance(self, browser: Browser) -> None:
+        """Idle chat shows the neutral colour; chat that is 55% neutral, 25% hype and 20% other shows a clear
+        orange (it was a mauve grey when every share was blended); two equally strong moods show a visible mix
+        of both. !mood's square agrees with the named mood. The screenshots are the README's."""
+        env = OverlayEnv()
+        watch = Watch()
+        async with serve(env) as url:
+            page = watch.attach(await browser.new_page(viewport={"width": 300, "height": 260}))
+            await page.goto(f"{url}/overlay/demo?style=orb&size=160&label=1")
+            await page.wait_for_selector('#overlay[data-connected="1"]', timeout=WAIT_MS)
+
+            idle = env.mood.publish("demo")
+            assert idle.colour == COLOURS["neutral"]
+            await wait_computed(page, "backgroundColor", css_rgb(idle.colour))
+            await shot(page, "mood-idle.png", omit_background=True)
+
+            mostly_neutral = {"neutral": 0.55, "hype": 0.25, "love": 0.1, "funny": 0.1}
+            for _ in range(60):
+                env.tracker.observe("demo", Verdict("neutral", 1.0, mostly_neutral, "test"))
+            leaning = env.mood.publish("demo")
+            assert leaning.label == "neutral" and leaning.lean == "hype" and leaning.strength > 0.5
+            assert emoji_square(leaning.colour) == "🟧"  # the colour itself reads as orange
+            to_hype, to_neutral = (colour_distance(leaning.colour, COLOURS[m]) for m in ("hype", "neutral"))
+            assert to_hype < to_neutral
+            assert "⬜, leaning hype 24%" in format_mood(leaning, datetime.now(UTC))
+            await wait_computed(page, "backgroundColor", css_rgb(leaning.colour))
+            await page.wait_for_selector('#overlay[data-lean="hype"]', timeout=WAIT_MS)
+            assert await page.text_content("#label") == "leaning hype"
+            await shot(page, "mood-leaning-hype.png", omit_background=True)
+
+            env.reset("demo")
+            for _ in range(40):
+                env.tracker.observe("demo", verdict("hype"))
+                env.tracker.observe("demo", verdict("love"))
+            both = env.mood.publish("demo")
+            assert both.strength == 1.0
+            gap = colour_distance(COLOURS["hype"], COLOURS["love"])
+            assert colour_distance(both.colour, COLOURS["hype"]) > 0.3 * gap
+            assert colour_distance(both.colour, COLOURS["love"]) > 0.3 * gap
+            vivid = min(colour_distance(COLOURS[m], COLOURS["neutral"]) for m in ("hype", "love"))
+            assert colour_distance(both.colour, COLOURS["neutral"]) > 0.8 * vivid  # a mix, not a fade to grey
+            await wait_computed(page, "backgroundColor", css_rgb(both.colour))
+            await shot(page, "mood-two-moods.png", omit_background=True)
         watch.assert_clean()
 
     async def test_page_recovers_after_server_restart(self, browser: Browser) -> None:

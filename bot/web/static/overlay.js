@@ -20,7 +20,11 @@
     root.dataset.colour = state.colour.toLowerCase();
     if (typeof state.label === "string") {
       root.dataset.mood = state.label;
-      label.textContent = state.label;
+      // The colour leans towards a mood that isn't the named one (e.g. mostly neutral, a quarter hype):
+      // say so, so the word and the colour agree.
+      var leaning = typeof state.lean === "string" && state.lean !== state.label && state.strength >= 0.5;
+      root.dataset.lean = leaning ? state.lean : "";
+      label.textContent = leaning ? "leaning " + state.lean : state.label;
     }
   }
 
