@@ -66,11 +66,69 @@ class TwitchConfig(_Model):
     callback_port: int = Field(17563, ge=1, le=65535)
 
 
+class PersonaConfig(_Model):
+    """``[bots.persona]``: the bot answers @mentions (and may join in) with a local LLM; see bot/persona/."""
+
+    # Who the bot is: inline text, or a file under prompts/ (read when the config is loaded or reloaded).
+    system_prompt: str = Field("", max_length=2_000)
+    system_prompt_file: Path | None = None
+    # A known model name or a GGUF path, and the ones tried in order when it fails to load or errors.
+    model: str = Field("smollm2", min_length=1)
+    fallback_models: tuple[str, ...] = ()
+    threads: int = Field(1, ge=1, le=256)
+    temperature: float = Field(0.5, ge=0, le=2)
+    max_tokens: int = Field(48, ge=1, le=256)
+    reply_to_mentions: bool = True
+    # Seconds before the same viewer's next mention is answered.
+    user_cooldown_s: float = Field(30.0, ge=0)
+    # Chance of joining in unprompted on a message, and the least time between unprompted lines per channel.
+    join_chance: float = Field(0.0, ge=0, le=1)
+    min_gap_s: float = Field(120.0, ge=0)
+    intro_message: str = Field("", max_length=500)
+    context_messages: int = Field(10, ge=0, le=50)
+    # The time budget of a reply, from the message's arrival: a later reply is dropped (and logged).
+    reply_timeout_s: float = Field(10.0, gt=0, le=300)
+    # Words or phrases (case-insensitive, whole words) that drop a reply containing them.
+    blocklist: tuple[str, ...] = ()
+    role: Literal["chatter", "moderator"] = "chatter"
+    # moderator: one calming line when the angry share stays above the threshold for angry_for_s,
+    # at most once per calm_interval_s per channel. A persona never times anyone out.
+    angry_threshold: float = Field(0.4, gt=0, lt=1)
+    angry_for_s: float = Field(30.0, ge=0)
+    calm_interval_s: float = Field(600.0, gt=0)
+
+    @field_validator("system_prompt_file")
+    @classmethod
+    def _under_prompts(cls, v: Path | None) -> Path | None:
+        if v is not None and (v.is_absolute() or ".." in v.parts):
+            raise ValueError("must be a file name under prompts/ (no absolute path, no '..')")
+        return v
+
+    @field_validator("blocklist")
+    @classmethod
+    def _words(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not w.strip() for w in v):
+            raise ValueError("blocklist entries must not be empty")
+        return tuple(w.strip() for w in v)
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> PersonaConfig:
+        if self.system_prompt and self.system_prompt_file is not None:
+            raise ValueError("set system_prompt or system_prompt_file, not both")
+        return self
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        """The model first, then its fallbacks, each once."""
+        return tuple(dict.fromkeys((self.model, *self.fallback_models)))
+
+
 class BotConfig(_Model):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     account: str  # the bot's Twitch login
     token_file: Path | None = None  # defaults to tokens/<name>.json
     channels: tuple[str, ...] = Field(min_length=1)
+    persona: PersonaConfig | None = None  # None: a mood bot only, as before
 
     @field_validator("account")
     @classmethod
@@ -216,6 +274,9 @@ class Config(_Model):
         bot_names = [b.name for b in self.bots]
         if len(set(bot_names)) != len(bot_names):
             raise ValueError(f"bot names must be unique, got {bot_names}")
+        for b in self.bots:
+            if b.persona is not None and b.persona.role == "moderator" and "angry" not in names:
+                raise ValueError(f"bots.{b.name}.persona: role 'moderator' watches the 'angry' category; add it")
         return self
 
     @property
@@ -290,7 +351,35 @@ def parse_config(data: Mapping[str, Any], environ: Mapping[str, str], source: Pa
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
-    return cfg.model_copy(update={"source": source}) if source else cfg
+    cfg = cfg.model_copy(update={"source": source}) if source else cfg
+    return _read_persona_prompts(cfg)
+
+
+def persona_prompt_path(cfg: Config, file: Path) -> Path:
+    """Where ``system_prompt_file`` lives: ``prompts/`` next to the config file (or in the working folder)."""
+    return cfg.resolve(Path("prompts") / file)
+
+
+def _read_persona_prompts(cfg: Config) -> Config:
+    """Each ``system_prompt_file`` read into ``system_prompt``, so a reload sees an edited file as a change."""
+    problems: list[str] = []
+    bots = []
+    for i, b in enumerate(cfg.bots):
+        p = b.persona
+        if p is not None and p.system_prompt_file is not None:
+            path = persona_prompt_path(cfg, p.system_prompt_file)
+            try:
+                text = path.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as e:
+                problems.append(f"bots.{i}.persona.system_prompt_file: cannot read {path} ({e})")
+                text = ""
+            if len(text) > 2_000:
+                problems.append(f"bots.{i}.persona.system_prompt_file: {path} is over 2000 characters")
+            b = b.model_copy(update={"persona": p.model_copy(update={"system_prompt": text})})
+        bots.append(b)
+    if problems:
+        raise ConfigError(cfg.source, problems)
+    return cfg.model_copy(update={"bots": tuple(bots)}) if cfg.bots else cfg
 
 
 def load_config(path: Path | str, environ: Mapping[str, str]) -> Config:
@@ -313,7 +402,11 @@ def summary(cfg: Config) -> str:
     """A few lines for ``chatmood check-config``; never shows secrets."""
     lines = [
         f"storage: database {cfg.storage.database!r} at {redact_url(cfg.storage.mongodb_url.get_secret_value())}",
-        f"bots: {len(cfg.bots)}" + "".join(f"\n  {b.name} ({b.account}): {', '.join(b.channels)}" for b in cfg.bots),
+        f"bots: {len(cfg.bots)}" + "".join(
+            f"\n  {b.name} ({b.account}): {', '.join(b.channels)}"
+            + (f"; persona ({b.persona.role}, {b.persona.model})" if b.persona else "")
+            for b in cfg.bots
+        ),
         "categories: " + ", ".join(f"{c.name} {c.colour} {c.valence:+d}" for c in cfg.categories),
         f"classifier: embedding {cfg.classifier.embedding_model or 'off'}, llm {cfg.classifier.llm_model or 'off'}"
         f", batch {cfg.classifier.batch_size}, threads {cfg.classifier.threads}",
