@@ -26,7 +26,8 @@ from aiohttp import web
 from bot.config import MONGODB_URL_ENV, Config
 from bot.errors import ChatmoodError, ConfigError
 from bot.logs import configure_logging
-from bot.outbox import log_only
+from bot.outbox import Loopback
+from bot.persona.offline import demo_persona
 from bot.pipeline import Pipeline, open_pipeline
 from bot.reload import Reloader
 from bot.replay.logfile import SAMPLE_CHAT, open_log
@@ -48,6 +49,7 @@ def health_check(p: Pipeline, bots: BotSet | None = None) -> Health:
             "database": {"ok": await p.storage.ping()},
             "model": {"ok": True, "version": p.classifier.version},
             "twitch": bots.health() if bots is not None else {},
+            "personas": p.personas.status() if p.personas is not None else {},
         }
 
     return health
@@ -65,6 +67,7 @@ async def serve_overlay(p: Pipeline, host: str, port: int, access_token: str, he
         reset=p.mood.reset,
         health=health,
         access_token=access_token,
+        personas=p.personas.status if p.personas is not None else None,
     )
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -124,7 +127,7 @@ async def cmd_demo(
             storage = storage.model_copy(update={"mongodb_url": SecretStr(db.url)})
         if cfg.source is None:
             updates["mood"] = cfg.mood.model_copy(update={"half_life_s": 15.0, "snapshot_interval_s": 5.0})
-        cfg = cfg.model_copy(update={"storage": storage, **updates})
+        cfg = demo_persona(cfg.model_copy(update={"storage": storage, **updates}))
         host = host or cfg.overlay.host
         port = cfg.overlay.port if port is None else port
 
@@ -137,8 +140,12 @@ async def cmd_demo(
         print(f"overlay:   {base}/overlay/demo?style=glow", file=out)
         print(f"           {base}/overlay/demo?style=bar&label=1  |  {base}/overlay/demo?style=orb", file=out)
         print(f"dashboard: {base}/dashboard/demo?token={token}", file=out)
+        chat = Loopback(p.ingest.submit, {b.name: b.account for b in cfg.bots}, out)
+        for b in cfg.bots:
+            if b.persona is not None and "demo" in b.channels:
+                print(f"persona:   @{b.account} answers mentions in the sample chat ({b.persona.model})", file=out)
         print("replaying the sample chat" + ("" if once else " (Ctrl+C to stop)"), file=out, flush=True)
-        async with supervise({**p.services(), "outbox": p.outbox.drain(log_only)}):
+        async with supervise({**p.services(), "outbox": p.outbox.drain(chat)}):
             passes = 0
             while not stop.is_set():
                 parsed = open_log(SAMPLE_CHAT, "demo")
@@ -148,7 +155,7 @@ async def cmd_demo(
                     if passes == 0
                     else (dataclasses.replace(ln, message_id=f"{ln.message_id}.{passes}") for ln in parsed.lines)
                 )
-                replaying = asyncio.create_task(replay(lines, p.ingest.submit, speed=speed), name="demo-replay")
+                replaying = asyncio.create_task(replay(lines, chat.submit, speed=speed), name="demo-replay")
                 stopping = asyncio.create_task(stop.wait(), name="demo-stop")
                 try:
                     await asyncio.wait({replaying, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -206,7 +213,7 @@ async def cmd_run(
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_stop_on_signals(stop))
         p = await stack.enter_async_context(open_pipeline(cfg))
-        bots = BotSet(cfg, p.ingest.submit, p.storage)
+        bots = BotSet(cfg, p.ingest.submit, p.storage, p.personas)
         stack.push_async_callback(bots.aclose)
 
         base = ""

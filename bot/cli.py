@@ -3,8 +3,8 @@
 Every verb is a ``cmd_<verb>`` function next to the code it drives, named in :data:`COMMANDS`:
 ``check-config`` (bot.config), ``run`` and ``demo`` (bot.app), ``replay`` (bot.replay.run), ``auth``
 (bot.twitch.auth), ``devdb`` (bot.storage.devdb), ``models`` (bot.llm.registry), ``classify``, ``eval``,
-``train`` and ``export`` (bot.classify.training). This module only parses arguments, loads the config and
-turns errors into messages.
+``train`` and ``export`` (bot.classify.training), ``persona`` (bot.persona.offline). This module only parses
+arguments, loads the config and turns errors into messages.
 
 Exit codes: 0 ok, 1 a chatmood error (bad config, missing model, Twitch refused, ...),
 2 bad command-line usage, 130 interrupted.
@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("bot.classify.training", "cmd_eval"),
     "train": ("bot.classify.training", "cmd_train"),
     "export": ("bot.classify.training", "cmd_export"),
+    "persona": ("bot.persona.offline", "cmd_persona"),
 }
 
 
@@ -139,6 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--format", choices=("chat", "prompt-completion"), default="chat")
     sp.add_argument("-o", "--output", type=Path, required=True)
     config_arg(sp)
+
+    sp = sub.add_parser("persona", help="print the reply a bot's persona would give to a message (no Twitch)")
+    sp.add_argument("bot", help="bot name from bots.toml")
+    sp.add_argument("message", help="the viewer's message, e.g. \"@my_mood_bot how is chat feeling?\"")
+    sp.add_argument("--mood", default=None, metavar="LABEL[:PCT]",
+                    help="the chat's mood, e.g. hype or hype:61 (default: a quiet chat)")
+    sp.add_argument("--user", default="viewer", help="who says it (default: viewer)")
+    config_arg(sp)
     return p
 
 
@@ -187,6 +196,8 @@ def _call(args: argparse.Namespace) -> Callable[[], int | Awaitable[int]]:
             return lambda: fn(cfg, args.from_file)
         case "export":
             return lambda: fn(cfg, args.format, args.output)
+        case "persona":
+            return lambda: fn(cfg, args.bot, args.message, mood=args.mood, user=args.user)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -2,7 +2,8 @@
 
 ``Ingest.submit(line)`` is a plain call that never waits: it drops redeliveries it has
 just seen, hands the message to the batched writer (storage), offers it to the
-classifier (which samples under overload) and passes commands to the command queue.
+classifier (which samples under overload) and to the personas (which may queue a reply),
+and passes commands to the command queue.
 Nothing here awaits the database or a model, so a slow one never stalls chat.
 """
 
@@ -38,6 +39,12 @@ class Commanding(Protocol):
     def offer(self, line: ChatLine) -> None: ...
 
 
+class Conversing(Protocol):
+    """The personas: see every chat line that is not a command, without waiting (they queue replies)."""
+
+    def offer(self, line: ChatLine) -> None: ...
+
+
 @dataclass
 class IngestStats:
     received: int = 0
@@ -52,11 +59,13 @@ class Ingest:
         writer: MessageSink,
         classifier: Classifying,
         commands: Commanding,
+        personas: Conversing | None = None,
         remember: int = 20_000,
     ) -> None:
         self._writer = writer
         self._classifier = classifier
         self._commands = commands
+        self._personas = personas
         self._recent = SeenIds(remember)
         self.stats = IngestStats()
 
@@ -77,4 +86,6 @@ class Ingest:
             self._commands.offer(line)
         else:
             self._classifier.offer(line)
+            if self._personas is not None:
+                self._personas.offer(line)
         return True

@@ -5,6 +5,8 @@
     ChatLine ──> Ingest.submit ──┬──> MessageWriter (storage)            the message is never lost
                                  ├──> ClassifierService.offer ──> Verdicts.take ──┬──> MessageWriter (verdicts)
                                  │                                                └──> MoodPublisher ──> MoodHub
+                                 ├──> PersonaService.offer ──> (a model, off the loop) ──> Outbox
+                                 │        (reads the mood from MoodPublisher)
                                  └──> CommandQueue.offer ──> CommandExecutor ──> Outbox ──> (whoever sends)
 
 :func:`open_pipeline` opens storage and the classifier (resources, closed in reverse) and wires the rest
@@ -38,6 +40,7 @@ from bot.mood.hub import MoodHub
 from bot.mood.publisher import MoodPublisher
 from bot.mood.tracker import MoodTracker
 from bot.outbox import Outbox
+from bot.persona.service import PersonaService
 from bot.storage.store import Storage, open_storage
 from bot.storage.writer import MessageWriter
 
@@ -67,21 +70,27 @@ class Pipeline:
     commands: CommandQueue
     ingest: Ingest
     clock: Callable[[], float] = time.time
+    personas: PersonaService | None = None  # None in a replay: recorded chat is not answered
 
     def services(self) -> dict[str, Coroutine[Any, Any, None]]:
-        return {
+        services = {
             "storage": self.storage.tasks.watch(),
             "classifier": self.classifier.run(),
             "commands": self.commands.run(),
             "mood-ticker": self.mood.tick(),
             "mood-snapshots": self._snapshots(),
         }
+        if self.personas is not None:
+            services |= {"personas": self.personas.run(), "persona-moderators": self.personas.watch_mood()}
+        return services
 
     def apply(self, new: Config) -> None:
-        """A reloaded config, in place: smoothing, commands and categories (storage, classifier and overlay
-        settings need a restart, see :mod:`bot.reload`)."""
+        """A reloaded config, in place: smoothing, commands, categories and personas (storage, classifier and
+        overlay settings need a restart, see :mod:`bot.reload`)."""
         self.mood.tracker.update_config(new.categories, new.mood.half_life_s, new.mood.neutral_prior)
         self.commands.router.update_config(new.commands, new.category_names, new.bot_accounts)
+        if self.personas is not None:
+            self.personas.update(new)
         self.cfg = new
 
     async def _snapshots(self) -> None:
@@ -95,6 +104,8 @@ class Pipeline:
         the timeline has a point."""
         await self.classifier.drain()
         await self.commands.join()
+        if self.personas is not None:
+            await self.personas.join()
         await self.storage.writer.flush()
         for channel in channels:
             await self.save_snapshot(channel)
@@ -125,7 +136,10 @@ class Pipeline:
 
 
 @contextlib.asynccontextmanager
-async def open_pipeline(cfg: Config, *, clock: Callable[[], float] = time.time) -> AsyncIterator[Pipeline]:
+async def open_pipeline(
+    cfg: Config, *, clock: Callable[[], float] = time.time, personas: bool = True
+) -> AsyncIterator[Pipeline]:
+    """The message path for ``cfg``; ``personas=False`` leaves the personas out (a replay answers no one)."""
     async with contextlib.AsyncExitStack() as stack:
         storage = await stack.enter_async_context(
             open_storage(cfg.storage, spool_dir=cfg.resolve(cfg.storage.spool_dir))
@@ -140,7 +154,10 @@ async def open_pipeline(cfg: Config, *, clock: Callable[[], float] = time.time) 
         verdicts = Verdicts(storage.writer, mood)
         service = ClassifierService(classifier, cfg, verdicts.take, rng=random.Random(), on_skipped=tracker.add_skipped)
         outbox = Outbox()
+        talk = PersonaService(cfg, mood, outbox) if personas else None
+        if talk is not None:
+            stack.push_async_callback(talk.aclose)  # frees the models (after the services have stopped)
         executor = CommandExecutor(storage, mood, outbox.post)
         commands = CommandQueue(CommandRouter(cfg.commands, cfg.category_names, cfg.bot_accounts), executor)
-        ingest = Ingest(writer=storage.writer, classifier=service, commands=commands)
-        yield Pipeline(cfg, storage, mood, service, outbox, commands, ingest, clock)
+        ingest = Ingest(writer=storage.writer, classifier=service, commands=commands, personas=talk)
+        yield Pipeline(cfg, storage, mood, service, outbox, commands, ingest, clock, talk)

@@ -28,7 +28,7 @@ async def cmd_replay(
     out = out or sys.stdout
     parsed = open_log(path, channel)
     channels: set[str] = set()
-    async with open_pipeline(cfg) as p, supervise({**p.services(), "outbox": p.outbox.drain(log_only)}):
+    async with open_pipeline(cfg, personas=False) as p, supervise({**p.services(), "outbox": p.outbox.drain(log_only)}):
 
         def submit(line: ChatLine) -> None:
             channels.add(line.channel)

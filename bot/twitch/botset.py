@@ -32,13 +32,26 @@ class Sessions(Protocol):
     async def close_session(self, channel: str, at: datetime) -> object: ...
 
 
+class LiveListener(Protocol):
+    """Told when a channel goes live or offline (the personas' intros)."""
+
+    def channel_live(self, channel: str, live: bool) -> None: ...
+
+
 class BotSet:
     """The running Twitch bots, one exit stack each, so a reload can add or drop one alone."""
 
-    def __init__(self, cfg: Config, ingest: Callable[[ChatLine], object], sessions: Sessions) -> None:
+    def __init__(
+        self,
+        cfg: Config,
+        ingest: Callable[[ChatLine], object],
+        sessions: Sessions,
+        live: LiveListener | None = None,
+    ) -> None:
         self._cfg = cfg
         self._ingest = ingest
         self._sessions = sessions
+        self._live = live
         self._bots: dict[str, Any] = {}
         self._stacks: dict[str, contextlib.AsyncExitStack] = {}
         self._watchers: dict[str, asyncio.Task[None]] = {}
@@ -58,6 +71,8 @@ class BotSet:
         return next((b.channels for b in self._cfg.bots if b.name == name), ())
 
     async def _on_live(self, channel: str, live: bool, at: datetime) -> None:
+        if self._live is not None:  # a plain call first: a database that is down must not stop it
+            self._live.channel_live(channel, live)
         if live:
             await self._sessions.open_session(channel, at)
         else:
