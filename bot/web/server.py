@@ -7,12 +7,12 @@ default). Routes::
     GET  /overlay/{channel}    transparent page; ?style=bar|glow|orb &label=1|0 &size=N
                                (alias thickness=N) &position=top|bottom (bar) &token=
     GET  /ws/{channel}         WebSocket: the current mood on connect, then every change
-    GET  /dashboard/{channel}  mood, chart, recent messages, label counts, reset (token)
+    GET  /dashboard/{channel}  mood, chart, recent messages, label counts, personas, reset (token)
     GET  /api/mood/{channel}   the current mood as JSON
     GET  /api/timeline/{channel}?since=   snapshots since an ISO time or N seconds ago
     GET  /api/messages/{channel}          recent classified messages (token)
     POST /api/reset/{channel}  reset the mood (token in a header, never a cookie alone)
-    GET  /healthz              database, model and Twitch per bot; 200 healthy, else 503
+    GET  /healthz              database, model, Twitch per bot, personas; 200 healthy, else 503
 
 Chat text is hostile. It reaches HTML only through Jinja2 autoescaping (server side)
 or ``textContent`` (client side); every response carries a strict
@@ -103,6 +103,7 @@ MOOD_STATE_KEY: web.AppKey[Callable[[str], MoodState]] = web.AppKey("mood_state"
 STORAGE_KEY: web.AppKey[OverlayStorage | None] = web.AppKey("storage")
 RESET_KEY: web.AppKey[Callable[[str], MoodState]] = web.AppKey("reset")
 HEALTH_KEY: web.AppKey[Callable[[], Awaitable[Mapping[str, Any]]]] = web.AppKey("health")
+PERSONAS_KEY: web.AppKey[Callable[[], Mapping[str, Mapping[str, Any]]] | None] = web.AppKey("personas")
 AUTH_KEY = web.AppKey("auth", guard.TokenAuth)
 SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 CHART_KEY = web.AppKey("chart_available", bool)
@@ -285,7 +286,15 @@ async def dashboard_page(request: web.Request) -> dict[str, Any] | web.StreamRes
         "csrf": auth.csrf_token,
         "chart_available": app[CHART_KEY],
         "problem": problem,
+        "personas": persona_rows(app[PERSONAS_KEY]),
     }
+
+
+def persona_rows(personas: Callable[[], Mapping[str, Mapping[str, Any]]] | None) -> list[dict[str, Any]]:
+    """Each persona's state for the dashboard (the same report ``/healthz`` gives under ``personas``)."""
+    if personas is None:
+        return []
+    return [{"bot": name, **info} for name, info in personas().items()]
 
 
 # --------------------------------------------------------------------------------------------- api
@@ -394,12 +403,13 @@ def create_overlay_app(
     access_token: str,
     templates_dir: Path = TEMPLATES_DIR,
     static_dir: Path = STATIC_DIR,
+    personas: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
 ) -> web.Application:
     """The overlay, dashboard and API as one aiohttp application (see the module docstring).
 
     ``access_token`` "" disables the dashboard and writes. ``mood_state(channel)`` is the channel's current
     mood; ``reset(channel)`` resets it, publishes and returns the fresh state; ``health()`` returns a mapping
-    whose nested ``"ok"`` flags decide 200 or 503.
+    whose nested ``"ok"`` flags decide 200 or 503; ``personas()`` (optional) reports each bot's persona.
     """
     app = web.Application(client_max_size=64 * 1024)
     app[CFG_KEY] = cfg
@@ -409,6 +419,7 @@ def create_overlay_app(
     app[STORAGE_KEY] = storage
     app[RESET_KEY] = reset
     app[HEALTH_KEY] = health
+    app[PERSONAS_KEY] = personas
     app[AUTH_KEY] = guard.TokenAuth(access_token, overlay_requires_token=cfg.overlay_requires_token)
     sockets: set[web.WebSocketResponse] = set()
     app[SOCKETS_KEY] = sockets

@@ -77,6 +77,45 @@
     getJson(base + "messages/" + chan + "?limit=50").then(showMessages).catch(function () {});
   }
 
+  // --------------------------------------------------------------------- personas
+  // Each bot's persona (model, replies sent and dropped, last reply), from /healthz.
+  function showPersonas(report) {
+    var body = byId("persona-rows");
+    var personas = (report && report.personas) || {};
+    var rows = document.createDocumentFragment();
+    Object.keys(personas).forEach(function (name) {
+      var p = personas[name];
+      var tr = document.createElement("tr");
+      tr.dataset.bot = name;
+      var who = cell("user", name);
+      var account = document.createElement("span");
+      account.className = "conf";
+      account.textContent = " @" + String(p.account);
+      who.appendChild(account);
+      tr.appendChild(who);
+      tr.appendChild(cell("role", String(p.role)));
+      tr.appendChild(cell("model", p.model_loaded ? String(p.model) : String(p.state)));
+      tr.appendChild(cell("num sent", String(p.replies_sent)));
+      var dropped = cell("num dropped", String(p.replies_dropped));
+      if (p.last_drop_reason) {
+        var why = document.createElement("span");
+        why.className = "conf";
+        why.textContent = " (" + String(p.last_drop_reason) + ")";
+        dropped.appendChild(why);
+      }
+      tr.appendChild(dropped);
+      tr.appendChild(cell("time last", p.last_reply_at ? String(p.last_reply_at).slice(11, 19) : "-"));
+      rows.appendChild(tr);
+    });
+    body.replaceChildren(rows);
+  }
+  function refreshPersonas() {
+    if (!byId("persona-rows")) { return; }
+    fetch("/healthz", { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { return r.json(); })  // a 503 still carries the report
+      .then(showPersonas).catch(function () {});
+  }
+
   // ------------------------------------------------------------------------ chart
   var chart = null;
   var chartBox = byId("chart");
@@ -147,5 +186,6 @@
   refreshMessages();
   window.setInterval(refreshMood, 2000);
   window.setInterval(refreshMessages, 5000);
+  window.setInterval(refreshPersonas, 5000);
   window.setInterval(refreshChart, 15000);
 }());
