@@ -147,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--mood", default=None, metavar="LABEL[:PCT]",
                     help="the chat's mood, e.g. hype or hype:61 (default: a quiet chat)")
     sp.add_argument("--user", default="viewer", help="who says it (default: viewer)")
+    sp.add_argument("--seed", type=int, default=None, help="sampling seed, for a reply you can reproduce")
     config_arg(sp)
     return p
 
@@ -197,7 +198,7 @@ def _call(args: argparse.Namespace) -> Callable[[], int | Awaitable[int]]:
         case "export":
             return lambda: fn(cfg, args.format, args.output)
         case "persona":
-            return lambda: fn(cfg, args.bot, args.message, mood=args.mood, user=args.user)
+            return lambda: fn(cfg, args.bot, args.message, mood=args.mood, user=args.user, seed=args.seed)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -164,3 +164,61 @@ class TestLogging:
         assert lines[0]["url"] == "mongodb://u:***@h/x"
         assert lines[1]["logger"] == "twitchAPI.eventsub" and "zzz123" not in lines[1]["event"]
         assert len(lines) == 2
+
+
+class TestPersona:
+    """``[bots.persona]``: optional, validated like the rest; a prompt file is read when the config is loaded."""
+
+    BOT = '[[bots]]\nname = "chatty"\naccount = "chatty_a"\nchannels = ["streamer"]\n'
+
+    def test_a_bot_without_a_persona_has_none(self, tmp_path: Path) -> None:
+        assert load_config(write(tmp_path, self.BOT), {}).bots[0].persona is None
+
+    def test_defaults(self, tmp_path: Path) -> None:
+        persona = load_config(write(tmp_path, self.BOT + "[bots.persona]\n"), {}).bots[0].persona
+        assert persona is not None
+        assert (persona.model, persona.join_chance, persona.role, persona.reply_to_mentions) == (
+            "smollm2", 0.0, "chatter", True)
+        assert persona.models == ("smollm2",)
+
+    def test_unknown_keys_and_bad_values_are_named(self, tmp_path: Path) -> None:
+        text = self.BOT + '[bots.persona]\njoin_chanse = 0.5\njoin_chance = 2\nrole = "admin"\nblocklist = [" "]\n'
+        with pytest.raises(ConfigError) as e:
+            load_config(write(tmp_path, text), {})
+        problems = "\n".join(e.value.problems)
+        assert "bots.0.persona.join_chanse: unknown key" in problems
+        assert "bots.0.persona.join_chance" in problems and "2" in problems
+        assert "bots.0.persona.role" in problems and "'admin'" in problems
+        assert "bots.0.persona.blocklist" in problems
+
+    def test_prompt_inline_or_file_not_both(self, tmp_path: Path) -> None:
+        text = self.BOT + '[bots.persona]\nsystem_prompt = "hi"\nsystem_prompt_file = "x.txt"\n'
+        with pytest.raises(ConfigError, match="not both"):
+            load_config(write(tmp_path, text), {})
+
+    def test_the_prompt_file_is_read_from_prompts(self, tmp_path: Path) -> None:
+        (tmp_path / "prompts").mkdir()
+        (tmp_path / "prompts" / "chatty.txt").write_text("You are Chatty.\n", encoding="utf-8")
+        cfg = load_config(write(tmp_path, self.BOT + '[bots.persona]\nsystem_prompt_file = "chatty.txt"\n'), {})
+        assert cfg.bots[0].persona is not None and cfg.bots[0].persona.system_prompt == "You are Chatty."
+
+    def test_a_missing_or_escaping_prompt_file_is_an_error(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError, match="system_prompt_file: cannot read"):
+            load_config(write(tmp_path, self.BOT + '[bots.persona]\nsystem_prompt_file = "nope.txt"\n'), {})
+        with pytest.raises(ConfigError, match="under prompts/"):
+            load_config(write(tmp_path, self.BOT + '[bots.persona]\nsystem_prompt_file = "../secret"\n'), {})
+
+    def test_a_moderator_needs_the_angry_category(self, tmp_path: Path) -> None:
+        cats = "".join(
+            f'[[categories]]\nname = "{n}"\ncolour = "#000000"\nvalence = 0\ndescription = "x"\n'
+            for n in ("neutral", "happy")
+        )
+        with pytest.raises(ConfigError, match="moderator"):
+            load_config(write(tmp_path, cats + self.BOT + '[bots.persona]\nrole = "moderator"\n'), {})
+        assert load_config(write(tmp_path, cats + self.BOT + "[bots.persona]\n"), {}).bots[0].persona is not None
+
+    def test_the_example_documents_every_persona_key(self) -> None:
+        from bot.config import PersonaConfig
+
+        text = EXAMPLE.read_text()
+        assert [k for k in PersonaConfig.model_fields if f"\n{k} = " not in text and f"# {k} = " not in text] == []

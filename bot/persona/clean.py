@@ -1,11 +1,11 @@
 """A generated reply made fit for chat, or the reason it is dropped. Pure.
 
-In order: special-token text removed; the first non-empty line; role markers and speaker prefixes
-(``assistant:``, ``my_mood_bot:``, ``alice:``) stripped; wrapping quotes stripped; a leading echo of the message
-removed; a line that only repeats the prompt dropped; leading ``/``, ``.`` and ``!`` removed, so it is never a chat
-command (``/ban``, ``.timeout``) nor another bot's command; whitespace collapsed; a reply cut by the token limit
-trimmed back to its last full sentence; at most 500 characters. Then a link or a blocklisted word or phrase
-(case-insensitive, whole words) drops it.
+In order: special-token text and control or invisible characters removed; the first non-empty line; role
+markers, speaker prefixes (``assistant:``, ``alice:``) and the persona's own ``@name`` stripped; wrapping quotes
+stripped; a line that only repeats the message or the prompt dropped; leading ``/``, ``.`` and ``!`` removed, so
+it is never a chat command (``/ban``, ``.timeout``) nor another bot's command; whitespace collapsed; a reply cut
+by the token limit trimmed back to its last full sentence; at most 500 characters. Then a link or a blocklisted
+word or phrase (case-insensitive, whole words) drops it.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ _ROLE_WORDS = ("assistant", "system", "user", "bot", "ai", "answer", "reply", "r
 _SENTENCE_END = re.compile(r"[.!?…](?=\s|$)")
 _LEADING_MENTION = re.compile(r"^@([A-Za-z0-9_]{1,40})[,:]?\s*")
 _MENTIONS = re.compile(r"@[A-Za-z0-9_]+")
+_CONTROL = re.compile(r"[\x00-\x09\x0b\x0c\x0e-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff]")
 
 
 def _prefix_pattern(names: Iterable[str]) -> re.Pattern[str]:
@@ -70,8 +71,9 @@ def clean_reply(
     must not merely repeat (the message answered first). ``cut_short``: the model hit its token limit, so a
     trailing half sentence goes."""
     own = list(own)
-    text = _SPECIAL.sub(" ", raw)
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    text = _CONTROL.sub("", _SPECIAL.sub(" ", raw))
+    bare_role = re.compile(r"^(?:" + "|".join(_ROLE_WORDS) + r")\s*:?$", re.IGNORECASE)
+    line = next((ln.strip() for ln in text.splitlines() if ln.strip() and not bare_role.match(ln.strip())), "")
     prefix = _prefix_pattern((*_ROLE_WORDS, *own, *names))
     self_names = {_letters(n) for n in own} - {""}
     for _ in range(3):

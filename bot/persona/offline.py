@@ -7,6 +7,7 @@ model and its timing, then the mood it was told. Nothing is sent and no database
 
 from __future__ import annotations
 
+import random
 import sys
 import time
 from datetime import UTC, datetime
@@ -66,14 +67,15 @@ def _persona_bot(cfg: Config, name: str) -> BotConfig:
 
 
 async def cmd_persona(cfg: Config, bot_name: str, message: str, *, mood: str | None = None,
-                      user: str = "viewer", out: TextIO | None = None) -> int:
-    """``chatmood persona BOT "message" [--mood hype]``: the reply, then ``model: ...`` and ``mood: ...`` lines."""
+                      user: str = "viewer", seed: int | None = None, out: TextIO | None = None) -> int:
+    """``chatmood persona BOT "message" [--mood hype] [--seed N]``: the reply, then ``model: ...`` and
+    ``mood: ...`` lines. The same ``seed`` gives the same reply on the same machine and model."""
     out = out or sys.stdout
     bot = _persona_bot(cfg, bot_name)
     persona = bot.persona
     assert persona is not None
     fixed = FixedMood(parse_mood(cfg, mood))
-    service = PersonaService(cfg.model_copy(update={"bots": (bot,)}), fixed, Outbox())
+    service = PersonaService(cfg.model_copy(update={"bots": (bot,)}), fixed, Outbox(), rng=random.Random(seed))
     try:
         t0 = time.perf_counter()
         await service.prepare()

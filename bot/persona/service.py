@@ -47,6 +47,8 @@ log = structlog.get_logger(__name__)
 WINDOW = 50  # recent lines kept per channel (context_messages is at most 50)
 ANGRY = "angry"
 N_CTX = 2048
+ATTEMPTS = 3  # samples of one reply, when one only echoes the prompt or cleans to nothing
+RESAMPLE = ("echo", "empty")
 
 
 class MoodSource(Protocol):
@@ -142,6 +144,7 @@ class PersonaService:
         self.stats: dict[str, PersonaStats] = {}
         self._bots: dict[str, BotConfig] = {}
         self._models_dir = Path("models")
+        self._working = False
         self.update(cfg)
 
     # --- config -----------------------------------------------------------------------------------
@@ -218,6 +221,7 @@ class PersonaService:
         await self.prepare()
         while True:
             job = await self._queue.get()
+            self._working = True
             try:
                 if job is None:
                     await self.prepare()
@@ -232,6 +236,7 @@ class PersonaService:
                     log.exception("persona_job_failed", bot=job.bot, channel=job.channel, kind=job.kind)
                     self._drop(job, "error")
             finally:
+                self._working = False
                 self._queue.task_done()
 
     async def _handle(self, job: Job) -> None:
@@ -247,18 +252,32 @@ class PersonaService:
             assert written.result is not None
             self.stats[bot.name].last_tokens_per_s = round(written.result.tokens_per_s, 1)
             log.info("persona_replied", bot=bot.name, channel=job.channel, kind=job.kind, text=written.text,
-                     **written.fields())
+                     message_id=job.line.message_id if job.line is not None else None, **written.fields())
 
     async def write(self, job: Job) -> Written:
-        """Write ``job``'s reply with the persona's models (fallbacks in order) and clean it; nothing is sent."""
+        """Write ``job``'s reply with the persona's models (fallbacks in order) and clean it; nothing is sent.
+
+        A sampled reply that only echoes the prompt or cleans to nothing is sampled again (up to
+        :data:`ATTEMPTS` times, within the budget) unless the persona samples greedily (temperature 0)."""
         bot = self._bots.get(job.bot)
         if bot is None or bot.persona is None:
             return Written(None, "no_persona")
-        persona = bot.persona
         if self._clock() >= job.deadline:
             return Written(None, "timeout")
         mood = mood_in_words(self._mood.state(job.channel))
         messages = build_messages(bot, job.kind, channel=job.channel, mood=mood, history=job.history, line=job.line)
+        written = Written(None, "no_model", mood=mood)
+        for attempt in range(ATTEMPTS):
+            written = await self._sample(bot, job, messages, mood)
+            if written.reason not in RESAMPLE or bot.persona.temperature == 0 or self._clock() >= job.deadline:
+                break
+            log.debug("persona_resample", bot=bot.name, reason=written.reason, attempt=attempt + 1)
+        return written
+
+    async def _sample(self, bot: BotConfig, job: Job, messages: list[dict[str, str]], mood: str) -> Written:
+        """One reply through the model chain (the first usable model), cleaned."""
+        persona = bot.persona
+        assert persona is not None
         for name in persona.models:
             generator = await self._generator(name, persona.threads)
             if generator is None:
@@ -424,9 +443,15 @@ class PersonaService:
                 "last_reply_at": stats.last_reply_at.isoformat() if stats.last_reply_at else None,
                 "last_drop_reason": stats.last_drop,
                 "last_tokens_per_s": stats.last_tokens_per_s,
+                "pending": self.pending,
                 "system_prompt": " ".join(persona.system_prompt.split())[:80],
             }
         return out
+
+    @property
+    def pending(self) -> int:
+        """Jobs queued or being written (all personas share the one worker)."""
+        return self._queue.qsize() + (1 if self._working else 0)
 
     async def join(self) -> None:
         """Wait until every job queued so far is done (needs ``run()`` running)."""

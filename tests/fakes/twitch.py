@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass
@@ -116,6 +117,10 @@ class FakeTwitch:
         self.subscribe_posts: list[dict[str, Any]] = []
         self.deleted: list[str] = []
         self.sent: list[dict[str, Any]] = []
+        self.sent_ids: list[str] = []  # the message id Twitch gave each entry of ``sent``
+        self.sent_times: list[float] = []  # when each entry of ``sent`` arrived (time.monotonic())
+        # As Twitch does, show a sent message to every chat subscription of its channel (off by default).
+        self.echo_chat = False
         self.drop_next: list[tuple[str, str]] = []  # (code, message) for the next sends
         self.fail_subscribe: set[str] = set()  # subscription types answered with 400
         self.requests: Counter[str] = Counter()
@@ -413,7 +418,23 @@ class FakeTwitch:
             return web.json_response({"data": [{"message_id": "", "is_sent": False,
                                                 "drop_reason": {"code": code, "message": message}}]})
         self.sent.append(body)
+        self.sent_ids.append(mid)
+        self.sent_times.append(time.monotonic())
+        if self.echo_chat:
+            await self._echo(body, tok, mid)
         return web.json_response({"data": [{"message_id": mid, "is_sent": True, "drop_reason": None}]})
+
+    async def _echo(self, body: dict[str, Any], tok: FakeToken, mid: str) -> None:
+        """The sent message as a ``channel.chat.message`` notification to each subscription of that chat."""
+        broadcaster = next((u for u in self.users.values() if u.user_id == str(body.get("broadcaster_id"))), None)
+        sender = self.users.get(tok.login)
+        if broadcaster is None or sender is None:
+            return
+        event = chat_event(broadcaster, sender, str(body.get("message", "")), message_id=mid,
+                           reply_parent_id=body.get("reply_parent_message_id") or None)
+        for sub in self.subs_of("channel.chat.message"):
+            if sub["condition"].get("broadcaster_user_id") == broadcaster.user_id:
+                await self.notify_sub(sub, event)
 
     # --- OAuth ---------------------------------------------------------------------------------
     async def _validate(self, request: web.Request) -> web.Response:
