@@ -48,14 +48,21 @@ llama_cpp.llama_log_set(_llama_log, ctypes.c_void_p(0))
 LOAD_HINT = "run `make setup` or `chatmood models fetch`, or point the config at a valid GGUF"
 
 
+# A quiet Llama (verbose=False) is loaded inside llama-cpp-python's suppress_stdout_stderr, which points the
+# process's file descriptors 1 and 2 and sys.stdout/stderr at /dev/null and back. It is not thread-safe: two loads on
+# two threads at once can restore each other's /dev/null and leave stdout there for good. So loads take turns.
+_LOADING = threading.Lock()
+
+
 def _load(path: Path, **kwargs: Any) -> llama_cpp.Llama:
-    """A quiet ``Llama`` or a :class:`ModelError` naming the path."""
+    """A quiet ``Llama`` or a :class:`ModelError` naming the path. One load at a time in the process."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(path, "model file not found", LOAD_HINT)
     check_gguf(path, hint=LOAD_HINT)
     try:
-        return llama_cpp.Llama(str(path), verbose=False, **kwargs)
+        with _LOADING:
+            return llama_cpp.Llama(str(path), verbose=False, **kwargs)
     except (ValueError, RuntimeError, OSError) as e:
         raise ModelError(path, f"llama.cpp cannot load it ({e})", LOAD_HINT) from None
 

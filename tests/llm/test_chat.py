@@ -5,6 +5,9 @@ The reference is an independent path: a plain ``llama_cpp.Llama`` completing the
 from __future__ import annotations
 
 import itertools
+import os
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -88,6 +91,22 @@ class TestChatGenerator:
 
 
 class TestLoading:
+    def test_loads_on_several_threads_leave_stdout_alone(self, tiny: Path) -> None:
+        """llama-cpp-python points stdout/stderr at /dev/null while it loads; loads on several threads at once
+        must not leave them there (they take turns)."""
+        before = (sys.stdout, sys.stderr, os.fstat(1).st_ino, os.fstat(2).st_ino)
+
+        def load_and_close() -> None:
+            for _ in range(3):
+                ChatGenerator(tiny, threads=1, n_ctx=256).close()
+
+        threads = [threading.Thread(target=load_and_close) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert (sys.stdout, sys.stderr, os.fstat(1).st_ino, os.fstat(2).st_ino) == before
+
     def test_missing_and_broken_files_name_the_path(self, tmp_path: Path) -> None:
         with pytest.raises(ModelError, match="not found") as e:
             ChatGenerator(tmp_path / "nope.gguf", threads=1)
