@@ -98,6 +98,8 @@ class PersonaStats:
     last_reply_at: datetime | None = None
     last_drop: str | None = None
     last_tokens_per_s: float | None = None
+    tokens: int = 0  # written, sent or not
+    writing_s: float = 0.0  # spent writing them
 
 
 @dataclass
@@ -145,6 +147,7 @@ class PersonaService:
         self._bots: dict[str, BotConfig] = {}
         self._models_dir = Path("models")
         self._working = False
+        self._loading = asyncio.Lock()
         self.update(cfg)
 
     # --- config -----------------------------------------------------------------------------------
@@ -244,6 +247,10 @@ class PersonaService:
         if bot is None:
             return  # removed by a reload
         written = await self.write(job)
+        if written.result is not None:
+            stats = self.stats.setdefault(bot.name, PersonaStats())
+            stats.tokens += written.result.tokens
+            stats.writing_s += written.result.seconds
         if written.text is None:
             self._drop(job, written.reason or "empty", **written.fields())
             return
@@ -350,10 +357,11 @@ class PersonaService:
                 log.error("persona_without_model", bot=bot.name, models=list(bot.persona.models))
 
     async def _generator(self, name: str, threads: int) -> ChatGenerator | None:
-        model = self._models.get((name, threads))
-        if model is None:
-            model = await asyncio.to_thread(self._load, name, threads)
-            self._models[(name, threads)] = model
+        async with self._loading:  # a model is loaded once, even when prepare() and the worker both ask for it
+            model = self._models.get((name, threads))
+            if model is None:
+                model = await asyncio.to_thread(self._load, name, threads)
+                self._models[(name, threads)] = model
         return model.generator
 
     def _load(self, name: str, threads: int) -> _Model:

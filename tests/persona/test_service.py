@@ -97,6 +97,18 @@ class TestBlocklist:
         assert service.status()["chatty"]["last_drop_reason"] == "blocked"
 
 
+class TestModels:
+    async def test_a_model_is_loaded_once_however_many_ask(self, tiny: Path) -> None:
+        cfg = config(persona_bot(str(tiny)), persona_bot(str(tiny), name="other", account="other_b"))
+        service = PersonaService(cfg, FixedMood(None), Outbox())
+        try:
+            with capture_logs() as logs:
+                await asyncio.gather(service.prepare(), service.prepare(), service.prepare())
+        finally:
+            await service.aclose()
+        assert len(events(logs, "chat_model_loaded")) == 1
+
+
 class TestFallback:
     async def test_a_model_that_fails_to_load_falls_back_to_the_next(self, tiny: Path, tmp_path: Path) -> None:
         broken = tmp_path / "broken.gguf"
