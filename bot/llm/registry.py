@@ -72,7 +72,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
             licence="Apache-2.0",
             size_mb=90,
             kind="llm",
-            purpose="tiny instruct LLM: label scoring and the one-prompt-per-message baseline; too weak for zero-shot",
+            purpose="tiny instruct LLM: persona replies (the default), label scoring and the per-message baseline",
         ),
     )
 }

@@ -89,6 +89,9 @@ def clean_reply(
             line = line[1:-1].strip()
         elif len(line) >= 2 and line[0] == "“" and line[-1] == "”":
             line = line[1:-1].strip()
+    for quote in "\"“”":  # a quote left open (the model stopped before closing it) or never opened
+        if line.count(quote) == 1 and (line.startswith(quote) or line.endswith(quote)):
+            line = line.strip(quote).strip()
     said = _letters(_MENTIONS.sub("", line))
     for echo in echoes:
         heard = _letters(_MENTIONS.sub("", echo))

@@ -35,6 +35,8 @@ class TestClean:
     def test_wrapping_quotes_go(self) -> None:
         assert clean('"so hype right now"') == ("so hype right now", None)
         assert clean("“so hype”") == ("so hype", None)
+        assert clean('"Hey PogChamp, glad you are here.') == ("Hey PogChamp, glad you are here.", None)
+        assert clean('he said "gg" twice') == ('he said "gg" twice', None)
 
     def test_never_a_chat_command(self) -> None:
         for raw in ("/ban viewer", ".timeout viewer 600", "!mood", " / me waves", "//./ban x"):
