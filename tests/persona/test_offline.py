@@ -5,14 +5,21 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+from pymongo import AsyncMongoClient
 
+from bot.app import cmd_demo
 from bot.config import Config, load_config, parse_config
+from bot.domain import ChatLine
 from bot.errors import ChatmoodError, ConfigError
 from bot.llm.registry import KNOWN_MODELS
+from bot.outbox import Loopback, Outgoing
 from bot.persona.offline import cmd_persona, demo_persona, parse_mood
+from bot.storage.devdb import DevDb
 from tests.fakes.gguf import write_tiny_llama
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -103,3 +110,43 @@ class TestShippedModel:
         assert 2 <= len(reply.split()) and len(reply) <= 500 and not reply.startswith(("/", "."))
         assert model_line.startswith("model: SmolLM2-135M-Instruct.Q4_0.gguf, ")
         assert mood_line == "mood: chat is hype right now, 61%"
+
+
+class TestDemo:
+    async def test_the_persona_answers_the_sample_chat_in_the_terminal_and_on_the_dashboard(
+        self, tmp_path: Path, tiny: Path, ferretdb: DevDb, storage_config: Any
+    ) -> None:
+        """`chatmood demo --once`: the config's persona (as @my_mood_bot) answers the sample chat's mentions; each
+        answer is printed and stored as the bot's own chat line, so the dashboard's recent messages show it."""
+        path = tmp_path / "bots.toml"
+        path.write_text(
+            f'[storage]\nmongodb_url = "{ferretdb.url}"\ndatabase = "{storage_config.database}"\n'
+            '[classifier]\nembedding_model = ""\n[overlay]\nport = 0\naccess_token = "tok-123"\n'
+            '[[bots]]\nname = "moodbot"\naccount = "my_mood_bot"\nchannels = ["my_channel"]\n'
+            f'[bots.persona]\nmodel = "{tiny}"\ntemperature = 0.0\nuser_cooldown_s = 0.0\n'
+        )
+        out = io.StringIO()
+        assert await cmd_demo(load_config(path, {}), speed=100.0, once=True, out=out) == 0
+        said = [ln for ln in out.getvalue().splitlines() if ln.startswith("[#demo] my_mood_bot: ")]
+        assert len(said) == 2, out.getvalue()
+        client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
+        try:
+            db = client[storage_config.database]
+            stored = [d async for d in db.messages.find({"user_login": "my_mood_bot"})]
+            mentions = {d["_id"] async for d in db.messages.find({"text": {"$regex": "^@my_mood_bot"}})}
+        finally:
+            await client.close()
+        assert sorted(d["text"] for d in stored) == sorted(ln.split(": ", 1)[1] for ln in said)
+        assert {d["reply_to"] for d in stored} == mentions and len(mentions) == 2
+
+    def test_loopback_stamps_a_bots_line_just_after_the_chat(self) -> None:
+        got: list[ChatLine] = []
+        out = io.StringIO()
+        chat = Loopback(got.append, {"moodbot": "my_mood_bot"}, out)
+        at = datetime(2025, 11, 8, 20, 0, 55, tzinfo=UTC)
+        chat.submit(ChatLine("m1", "demo", "1", "vic", "Vic", "@my_mood_bot hi", at))
+        chat(Outgoing("demo", "hello Vic", "m1", sender="moodbot"))
+        chat(Outgoing("demo", "chat mood: hype", None))  # no sender: a command reply, only logged
+        assert out.getvalue() == "[#demo] my_mood_bot: hello Vic\n"
+        assert [(x.user_login, x.text, x.reply_to) for x in got[1:]] == [("my_mood_bot", "hello Vic", "m1")]
+        assert got[1].sent_at == at + timedelta(milliseconds=1)
