@@ -74,3 +74,21 @@ class TestIngest:
         assert not i.submit(ChatLine("", "chan", "1", "u", "u", "hi", chat_line("x").sent_at))
         assert not i.submit(ChatLine("id", "", "1", "u", "u", "hi", chat_line("x").sent_at))
         assert path.seen == [] and i.stats.rejected == 2
+
+
+@dataclass
+class Personas:
+    path: Path
+
+    def offer(self, line: ChatLine) -> None:
+        self.path.seen.append(("personas", line.message_id))
+
+
+class TestPersonas:
+    def test_personas_see_every_line_but_commands_after_the_classifier(self) -> None:
+        path = Path()
+        i = Ingest(writer=path, classifier=Classifier(path), commands=Commands(path), personas=Personas(path))
+        i.submit(chat_line("@moody hi", message_id="a"))
+        i.submit(chat_line("!mood", message_id="b"))
+        i.submit(chat_line("@moody hi", message_id="a"))  # a redelivery is not offered twice
+        assert path.seen == [("stored", "a"), ("classify", "a"), ("personas", "a"), ("stored", "b"), ("command", "b")]
