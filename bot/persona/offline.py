@@ -7,6 +7,7 @@ model and its timing, then the mood it was told. Nothing is sent and no database
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import sys
 import time
@@ -33,9 +34,8 @@ class FixedMood:
 
     def state(self, channel: str) -> MoodState:
         if self._state is None:
-            return MoodState(channel, "neutral", 1.0, 0.0, "#8a8f98")
-        return MoodState(channel, self._state.label, self._state.share, self._state.valence, self._state.colour,
-                         self._state.shares, self._state.messages)
+            return MoodState(channel=channel, label="neutral", share=1.0, valence=0.0, colour="#8a8f98")
+        return dataclasses.replace(self._state, channel=channel)
 
 
 def parse_mood(cfg: Config, text: str | None) -> MoodState | None:
@@ -53,7 +53,8 @@ def parse_mood(cfg: Config, text: str | None) -> MoodState | None:
         raise ConfigError(None, [f"--mood: the share must be within 1..100, got {pct}"])
     category = cfg.category(label)
     shares = {c: (share if c == label else (1 - share) / (len(cfg.category_names) - 1)) for c in cfg.category_names}
-    return MoodState("", label, share, float(category.valence) * share, category.colour, shares, messages=1)
+    return MoodState(channel="", label=label, share=share, valence=float(category.valence) * share,
+                     colour=category.colour, shares=shares, messages=1)
 
 
 def _persona_bot(cfg: Config, name: str) -> BotConfig:
