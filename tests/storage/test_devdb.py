@@ -107,6 +107,24 @@ class TestDevDb:
         assert proc is not None and proc.poll() is not None
 
 
+class TestIdIndex:
+    def test_lookup_by_id_uses_the_id_index(self, ferretdb: DevDb) -> None:
+        """A find by _id is an index search, not a table scan (make setup builds FerretDB with the _id lookup
+        corrected: tools/ferretdb/patch-module.sh). Upstream v1.24.2 compares an expression its _id index is not
+        built on, so every lookup and update by _id scans the whole collection."""
+        with connect(ferretdb.url) as client:
+            db = client["test_id_index"]
+            try:
+                db.messages.insert_many([{"_id": f"m-{i}", "n": i} for i in range(200)])
+                plan = db.command("explain", {"find": "messages", "filter": {"_id": "m-150"}})["queryPlanner"]
+                steps = " | ".join(str(step) for step in plan["Plan"])
+                assert "SCAN" not in steps, steps
+                assert "USING INDEX" in steps and "__id_" in steps, steps
+                assert db.messages.find_one({"_id": "m-150"}) == {"_id": "m-150", "n": 150}
+            finally:
+                client.drop_database("test_id_index")
+
+
 class TestDevdbCommand:
     def test_foreground_until_interrupted(self, tmp_path: Path) -> None:
         """`chatmood devdb` prints the URL, serves it, and exits 0 on SIGINT, taking FerretDB down with it."""

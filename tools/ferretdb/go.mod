@@ -5,6 +5,10 @@ go 1.24
 
 require github.com/FerretDB/FerretDB v1.24.2
 
+// The module as published, with one line corrected so SQLite uses the _id index for lookups and updates by _id.
+// `make setup` copies it from the Go module cache into this git-ignored folder and patches it (patch-module.sh).
+replace github.com/FerretDB/FerretDB v1.24.2 => ../../.tools/ferretdb-module
+
 require (
 	filippo.io/edwards25519 v1.1.0 // indirect
 	github.com/AlekSi/pointer v1.2.0 // indirect
