@@ -13,6 +13,7 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
+from urllib.parse import unquote
 
 import tomli
 from pydantic import (
@@ -47,6 +48,12 @@ class StorageConfig(_Model):
     # Messages held in memory before new ones go straight to the disk spool.
     max_buffered: int = Field(20_000, ge=100)
     server_timeout_ms: int = Field(2_000, ge=100)
+
+    @property
+    def database_name(self) -> str:
+        """The database chatmood uses: the one the URL names (``mongodb://host/mydb``), else ``database``."""
+        m = re.match(r"^mongodb(?:\+srv)?://[^/?#]*/([^?#]+)", self.mongodb_url.get_secret_value())
+        return unquote(m[1]) if m else self.database
 
 
 class LoggingConfig(_Model):
@@ -401,7 +408,7 @@ def load_config(path: Path | str, environ: Mapping[str, str]) -> Config:
 def summary(cfg: Config) -> str:
     """A few lines for ``chatmood check-config``; never shows secrets."""
     lines = [
-        f"storage: database {cfg.storage.database!r} at {redact_url(cfg.storage.mongodb_url.get_secret_value())}",
+        f"storage: database {cfg.storage.database_name!r} at {redact_url(cfg.storage.mongodb_url.get_secret_value())}",
         f"bots: {len(cfg.bots)}" + "".join(
             f"\n  {b.name} ({b.account}): {', '.join(b.channels)}"
             + (f"; persona ({b.persona.role}, {b.persona.model})" if b.persona else "")

@@ -5,6 +5,7 @@
     ChatmoodError
     ├── ConfigError            bots.toml is missing, unparsable or invalid (``path``, ``problems``)
     ├── StorageError           the database refused or could not be reached
+    │   └── StorageTimeout     it did not answer in time (``seconds``): hung, overloaded, or a query too slow
     ├── ModelError             a GGUF model or trained head is missing or unusable (``path``, ``hint``)
     ├── ReplayError            a chat log cannot be read at all (malformed lines are counted, not raised)
     ├── DataError              a labelled file cannot be used (missing columns, unknown labels, unreadable)
@@ -33,6 +34,14 @@ class ConfigError(ChatmoodError):
 
 class StorageError(ChatmoodError):
     pass
+
+
+class StorageTimeout(StorageError):
+    """The database did not answer within ``seconds``."""
+
+    def __init__(self, message: str, seconds: float) -> None:
+        super().__init__(message)
+        self.seconds = seconds
 
 
 class ModelError(ChatmoodError):

@@ -14,7 +14,7 @@ Fixtures (names are stable; other test modules rely on them):
 ``storage_config`` (function)
     A :class:`bot.config.StorageConfig` pointing at ``ferretdb`` with a database name unique to the test
     (dropped afterwards), small batches (``batch_size=50``, ``flush_interval_ms=20``) and a short server
-    timeout. Tweak with ``storage_config.model_copy(update={...})``.
+    timeout (1 s). Tweak with ``storage_config.model_copy(update={...})``.
 
 ``spool_dir`` (function)
     An empty folder for the writer's disk spool.
@@ -81,7 +81,7 @@ def make_storage_config(url: str, **overrides: object) -> StorageConfig:
         "database": f"test_{uuid.uuid4().hex[:16]}",
         "batch_size": 50,
         "flush_interval_ms": 20,
-        "server_timeout_ms": 400,
+        "server_timeout_ms": 1000,  # every operation is bounded by it: leave room for a loaded machine
         "max_buffered": 10_000,
     }
     values.update(overrides)

@@ -38,6 +38,7 @@ class MessageDoc(Document):
     received_at: datetime
     # Ingest order (ns clock): BSON dates keep milliseconds, so this breaks ties in "latest message" queries.
     seq: int = 0
+    command: bool = False  # a command line (stored, never classified, never training data); stored only if true
     label: str | None = None
     confidence: float | None = None
     probs: dict[str, float] | None = None
@@ -46,13 +47,19 @@ class MessageDoc(Document):
 
     class Settings:
         name = "messages"
+        # Each serves a query's filter and its whole sort (sent_at, then seq), so MongoDB reads only the
+        # documents it returns: recent_messages and latest_message_by (docs/storage.md).
         indexes: ClassVar[list[IndexModel]] = [
-            IndexModel([("channel", ASCENDING), ("sent_at", ASCENDING)], name="channel_sent_at"),
             IndexModel(
-                [("channel", ASCENDING), ("user_login", ASCENDING), ("sent_at", ASCENDING)],
-                name="channel_user_sent_at",
+                [("channel", ASCENDING), ("sent_at", ASCENDING), ("seq", ASCENDING)], name="channel_sent_at_seq"
+            ),
+            IndexModel(
+                [("channel", ASCENDING), ("user_login", ASCENDING), ("sent_at", ASCENDING), ("seq", ASCENDING)],
+                name="channel_user_sent_at_seq",
             ),
         ]
+        # Indexes earlier versions created, replaced by the ones above: dropped at startup.
+        obsolete_indexes: ClassVar[tuple[str, ...]] = ("channel_sent_at", "channel_user_sent_at")
 
 
 class LabeledExampleDoc(Document):
@@ -115,7 +122,7 @@ DOCUMENT_MODELS: list[type[Document]] = [MessageDoc, LabeledExampleDoc, MoodSnap
 
 
 async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
-    """Create the declared indexes that are missing, one per command.
+    """Create the declared indexes that are missing, one per command, and drop the obsolete ones.
 
     Beanie's own index setup re-sends every declared index on each start. MongoDB treats that as a
     no-op, but FerretDB v1.24.2 drops the connection (a recovered panic, "slice bounds out of range")
@@ -125,10 +132,14 @@ async def ensure_indexes(db: AsyncDatabase[Doc]) -> None:
     for model in DOCUMENT_MODELS:
         settings = getattr(model, "Settings", None)
         wanted: list[IndexModel] = list(getattr(settings, "indexes", []))
-        if not wanted:
+        obsolete: tuple[str, ...] = getattr(settings, "obsolete_indexes", ())
+        if not wanted and not obsolete:
             continue
         coll = db[model.get_collection_name()]
         existing = set((await coll.index_information()).keys())
         for index in wanted:
             if index.document["name"] not in existing:
                 await coll.create_indexes([index])
+        for name in obsolete:
+            if name in existing:
+                await coll.drop_index(name)

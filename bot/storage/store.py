@@ -1,8 +1,12 @@
 """Storage: the database handle on MongoDB (FerretDB in development) and the queries chatmood makes.
 
-The documents and their indexes are in :mod:`bot.storage.documents`.
+The documents and their indexes are in :mod:`bot.storage.documents`; docs/storage.md lists every query the bot
+sends, the index that serves it on MongoDB and what it costs on the development database.
 
-Message writes go through :class:`bot.storage.writer.MessageWriter`, which :func:`open_storage` owns.
+Message writes go through :class:`bot.storage.writer.MessageWriter`, which :func:`open_storage` owns. Reads of
+recent chat are served from memory by :mod:`bot.history`; the message queries here are its fallback for older
+messages. Every query is bounded by ``server_timeout_ms`` (or a shorter ``timeout_s``): a hung server is an
+error (:class:`~bot.errors.StorageTimeout`) within that time, not after the socket timeout.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pymongo
 import structlog
 from beanie import Document, init_beanie
 from pymongo import AsyncMongoClient
@@ -26,7 +31,7 @@ from pymongo.errors import (
 
 from bot.config import StorageConfig
 from bot.domain import MoodState, clean_text
-from bot.errors import StorageError
+from bot.errors import StorageError, StorageTimeout
 from bot.storage.documents import (
     DOCUMENT_MODELS,
     Doc,
@@ -40,13 +45,6 @@ from bot.storage.writer import PROBE_TIMEOUT_MS, SPOOL_FILE, MessageWriter, utcn
 from bot.tasks import TaskSet
 
 log = structlog.get_logger(__name__)
-
-
-# --------------------------------------------------------------------------------------------------
-# Documents
-
-# --------------------------------------------------------------------------------------------------
-# Storage: the database handle, the writer and the queries
 
 
 def _short(e: BaseException) -> str:
@@ -73,7 +71,10 @@ class Storage:
         # holds up spooling for long. (Never cancel PyMongo calls for a timeout: it may swallow the
         # cancellation.)
         self._probe_client = probe_client or client
-        self.db = client[cfg.database]
+        self._timeout_s = cfg.server_timeout_ms / 1000
+        self._probe_s = min(cfg.server_timeout_ms, PROBE_TIMEOUT_MS) / 1000
+        self.database = cfg.database_name  # the URL's database, else storage.database
+        self.db = client[self.database]
         self.ready = False  # Beanie initialised against this database
         self._ready_lock = asyncio.Lock()
         self.writer = MessageWriter(self.db["messages"], cfg, spool_dir, probe=self.ensure_ready, clock=clock)
@@ -89,16 +90,19 @@ class Storage:
                 await init_beanie(database=self.db, document_models=DOCUMENT_MODELS, skip_indexes=True)
                 await ensure_indexes(self.db)
                 self.ready = True
-                log.info("storage_ready", database=self.cfg.database)
+                log.info("storage_ready", database=self.database)
 
     async def _ping(self) -> None:
-        try:
-            await self._probe_client.admin.command("ping")
-        except ServerSelectionTimeoutError:
-            raise
-        except AutoReconnect:
-            # A pooled connection from before a server restart fails once and is dropped: ask again.
-            await self._probe_client.admin.command("ping")
+        with pymongo.timeout(self._probe_s):  # a hung server (SIGSTOP) answers nothing: give up quickly
+            try:
+                await self._probe_client.admin.command("ping")
+            except ServerSelectionTimeoutError:
+                raise
+            except AutoReconnect as e:
+                if e.timeout:
+                    raise
+                # A pooled connection from before a server restart fails once and is dropped: ask again.
+                await self._probe_client.admin.command("ping")
 
     async def ping(self) -> bool:
         """True when the database answers (within half a second)."""
@@ -109,38 +113,47 @@ class Storage:
         return True
 
     @contextlib.asynccontextmanager
-    async def _query(self, what: str) -> AsyncIterator[None]:
-        """Make sure Beanie is bound, and turn PyMongo's errors into :class:`StorageError`."""
+    async def _query(self, what: str, timeout_s: float | None = None) -> AsyncIterator[None]:
+        """Make sure Beanie is bound, bound the query's time, and turn PyMongo's errors into
+        :class:`StorageError` (:class:`StorageTimeout` when the server did not answer in time)."""
+        seconds = timeout_s if timeout_s is not None else self._timeout_s
         try:
             if not self.ready:
                 await self.ensure_ready()
-            yield
+            with pymongo.timeout(seconds):
+                yield
         except PyMongoError as e:
+            if e.timeout:
+                raise StorageTimeout(f"{what} took longer than {seconds:g} s", seconds) from e
             raise StorageError(f"{what} failed: {_short(e)}") from e
 
     # ---- messages
 
-    async def get_message(self, message_id: str) -> MessageDoc | None:
-        async with self._query("get_message"):
+    async def get_message(self, message_id: str, *, timeout_s: float | None = None) -> MessageDoc | None:
+        """One message by id (the ``_id`` index)."""
+        async with self._query("get_message", timeout_s):
             return await MessageDoc.get(message_id)
 
-    async def latest_message_by(self, channel: str, user_login: str) -> MessageDoc | None:
-        """The newest stored message of a user in a channel (e.g. for ``!label @user``)."""
-        async with self._query("latest_message_by"):
-            found = (
-                await MessageDoc.find({"channel": channel, "user_login": user_login.lower().removeprefix("@")})
-                .sort("-sent_at", "-seq")
-                .limit(1)
-                .to_list()
-            )
+    async def latest_message_by(
+        self, channel: str, user_login: str, *, commands: bool = True, timeout_s: float | None = None
+    ) -> MessageDoc | None:
+        """The newest stored message of a user in a channel (``commands=False``: the newest that is not a
+        command, e.g. for ``!label @user``). Index ``channel_user_sent_at_seq``."""
+        query: Doc = {"channel": channel, "user_login": user_login.lower().removeprefix("@")}
+        if not commands:
+            query["command"] = {"$ne": True}
+        async with self._query("latest_message_by", timeout_s):
+            found = await MessageDoc.find(query).sort("-sent_at", "-seq").limit(1).to_list()
         return found[0] if found else None
 
-    async def recent_messages(self, channel: str, limit: int = 50, classified_only: bool = False) -> list[MessageDoc]:
-        """The newest ``limit`` messages of a channel, newest first."""
+    async def recent_messages(
+        self, channel: str, limit: int = 50, classified_only: bool = False, *, timeout_s: float | None = None
+    ) -> list[MessageDoc]:
+        """The newest ``limit`` messages of a channel, newest first. Index ``channel_sent_at_seq``."""
         query: Doc = {"channel": channel}
         if classified_only:
             query["label"] = {"$ne": None}
-        async with self._query("recent_messages"):
+        async with self._query("recent_messages", timeout_s):
             return await MessageDoc.find(query).sort("-sent_at", "-seq").limit(limit).to_list()
 
     async def count_messages(self, channel: str | None = None) -> int:
@@ -239,9 +252,15 @@ class Storage:
         return doc
 
     async def snapshots(
-        self, channel: str, since: datetime | None = None, until: datetime | None = None, limit: int = 0
+        self,
+        channel: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 0,
+        *,
+        timeout_s: float | None = None,
     ) -> list[MoodSnapshotDoc]:
-        """A channel's snapshots with ``since <= bucket < until``, oldest first."""
+        """A channel's snapshots with ``since <= bucket < until``, oldest first. Index ``channel_bucket``."""
         query: Doc = {"channel": channel}
         span: Doc = {}
         if since is not None:
@@ -250,7 +269,7 @@ class Storage:
             span["$lt"] = until
         if span:
             query["bucket"] = span
-        async with self._query("snapshots"):
+        async with self._query("snapshots", timeout_s):
             return await MoodSnapshotDoc.find(query).sort("+bucket").limit(limit).to_list()
 
     # ---- stream sessions
@@ -322,7 +341,7 @@ async def open_storage(
             reachable = False
             log.warning(
                 "storage_unreachable_at_startup",
-                database=cfg.database,
+                database=storage.database,
                 error=_short(e),
                 spooling_to=str(spool_dir / SPOOL_FILE),
             )

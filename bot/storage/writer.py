@@ -1,37 +1,50 @@
-"""The message writer: every message write, batched, ordered, and spooled to disk while the database is away.
+"""The message writer: one write per message, batched and ordered, spooled to disk when the database can't take it.
 
-Every message write goes through :class:`MessageWriter`: ``submit()`` is a plain call that only queues.
-One flusher task (owned by :func:`open_storage`) writes the queue with ``insert_many(ordered=False)``
-when ``batch_size`` operations are waiting or the oldest has waited ``flush_interval_ms``. Verdict
-updates ride the same queue, so each lands after the insert of its message.
+Every message write goes through :class:`MessageWriter`: ``submit(line)`` and ``submit_verdict(id, verdict)``
+are plain calls that only queue. One flusher task (owned by :func:`~bot.storage.store.open_storage`) writes.
 
-When the database is unreachable the writer *spools*: batches are appended to ``spool_dir/messages.jsonl``
-(write, flush, fsync), and while anything is spooled every later batch goes there too, so order is kept.
-A retry with capped backoff writes the spool back in order once the database answers, then removes it.
-A spool left by an earlier process is written back at startup. The in-memory queue is bounded: past
-``max_buffered`` operations it is moved to the spool at once. Duplicate keys (error 11000) are
-redeliveries, never failures. Anything the database rejects for good goes to ``rejected.jsonl`` with the
-reason, so no message is lost silently.
+**One write per message.** A message waits in memory for at most ``flush_interval_ms``. When its verdict comes
+in that time (on the default path it always does: a classifier batch takes about a millisecond) the verdict is
+folded into the queued document and one insert writes both. A batch goes out with ``insert_many(ordered=False)``
+when ``batch_size`` messages at the front of the queue are *ready* (they carry their verdict, are commands, which
+get none, or have waited the window) or the oldest has waited ``flush_interval_ms``. A verdict that arrives
+after its message left memory (the LLM path, a backlog) becomes a late update: at most one per message (a later
+verdict replaces a queued one), sent with ``bulk_write`` in chunks of 64 after the inserts of the same step, at
+most ``batch_size`` per step. ``stats`` counts both kinds (``verdicts_inline``, ``verdicts_late``).
 
-Invariant that keeps order: every operation in memory is newer than every operation in the spool, and
-nothing is written to the database from memory while the spool has operations in it.
+**Outages.** A write that fails for a transient reason (no server, or no answer within ``server_timeout_ms``:
+a hung server is noticed then, not after the socket timeout) goes to the disk spool (:mod:`bot.storage.spool`);
+while anything is spooled, each flush window's messages go there too, so order is kept, also while the spool
+is being written back: the write-back goes one chunk per step and the flusher spools between chunks, so
+nothing waits only in memory for longer than a flush window. The write-back position is saved after each
+chunk, so a restart resumes there. The in-memory queue is bounded: past ``max_buffered`` operations it moves to
+the spool at once. At shutdown, memory goes to the database (or the spool), then the spool is written back for
+at most :data:`SHUTDOWN_WRITE_BACK_S`; the next start does the rest.
+
+**Refusals.** Duplicate keys (error 11000) are redeliveries, never failures. A document the database or BSON
+refuses for good costs its neighbours nothing: the rest of its batch is stored, a refused verdict is split off
+so its message is still stored, a refused update leaves the other updates of its chunk applied, and what was
+refused goes once to ``rejected.jsonl`` with the reason (the saved write-back position means a restart does not
+meet it again).
+
+Invariants that keep order: every operation in memory is newer than every operation in the spool; nothing is
+written to the database from memory while the spool has operations in it; an update in memory never targets a
+message still in memory (its verdict is folded in instead).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
-import json
-import os
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any
 
+import bson
+import pymongo
 import structlog
 from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
@@ -40,39 +53,41 @@ from pymongo.errors import (
     ConnectionFailure,
     OperationFailure,
     PyMongoError,
+    ServerSelectionTimeoutError,
 )
 
 from bot.config import StorageConfig
 from bot.domain import ChatLine, SeenIds, Verdict
-from bot.errors import StorageError
 from bot.storage.documents import Doc
+from bot.storage.spool import SPOOL_FILE, Insert, Op, Spool, Update, append_rejected
 
 log = structlog.get_logger(__name__)
 
 DUPLICATE_KEY = 11000
 # Server error codes that mean "not now" rather than "never" (shutdown, failover, network).
 _TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436})
-SPOOL_FILE = "messages.jsonl"
 RECENT_IDS = 50_000  # stored message ids the writer remembers, to drop redeliveries before the database
 PROBE_TIMEOUT_MS = 500  # how long "is the database back?" waits for an answer
-REJECTED_FILE = "rejected.jsonl"
 # Verdict updates per update command. FerretDB 1.24.2 never answers an update command of 100 or more
 # statements (99 take a third of a second); MongoDB has no such limit, and chunks cost it nothing.
 UPDATES_PER_COMMAND = 64
-_DATETIME_KEYS = ("sent_at", "received_at", "classified_at")
+SHUTDOWN_WRITE_BACK_S = 5.0  # how long shutdown keeps writing the spool back before leaving it for the next start
+VERDICT_KEYS = ("label", "confidence", "probs", "model", "classified_at")
+LAG_SAMPLES = 2048
 
+__all__ = ["PROBE_TIMEOUT_MS", "SPOOL_FILE", "MessageWriter", "WriterStats", "message_document", "utcnow"]
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def message_document(line: ChatLine, received_at: datetime, seq: int = 0) -> Doc:
+def message_document(line: ChatLine, received_at: datetime, seq: int = 0, *, command: bool = False) -> Doc:
     """The ``messages`` document for a chat line (the writer inserts these as plain dicts, for speed).
 
-    Empty optional fields (no badges, no emotes, not a reply, no channel id) are left out: FerretDB's
-    cost per document grows with its fields (about a quarter less CPU per insert without them), and
-    :class:`MessageDoc` reads them back as their defaults.
+    Empty optional fields (no badges, no emotes, not a reply, no channel id, not a command) are left out:
+    FerretDB's cost per document grows with its fields (about a quarter less CPU per insert without them),
+    and :class:`MessageDoc` reads them back as their defaults.
     """
     doc: Doc = {
         "_id": line.message_id,
@@ -95,6 +110,8 @@ def message_document(line: ChatLine, received_at: datetime, seq: int = 0) -> Doc
         doc["emote_ends"] = [e.end for e in line.emotes]
     if line.reply_to is not None:
         doc["reply_to"] = line.reply_to
+    if command:
+        doc["command"] = True
     return doc
 
 
@@ -108,11 +125,9 @@ def verdict_fields(verdict: Verdict, classified_at: datetime) -> Doc:
     }
 
 
-# An operation: ("insert", document, None) or ("verdict", message id, fields to $set).
-Op = tuple[str, Any, Any]
-
-
 def _is_transient(e: BaseException) -> bool:
+    if isinstance(e, PyMongoError) and e.timeout:
+        return True  # no answer within server_timeout_ms: a hung or overloaded server, not a refusal
     if isinstance(e, ConnectionFailure):
         return True
     if isinstance(e, OperationFailure) and not isinstance(e, BulkWriteError):
@@ -120,55 +135,74 @@ def _is_transient(e: BaseException) -> bool:
     return False
 
 
-def _encode_op(op: Op) -> bytes:
-    def enc(value: Any) -> Any:
-        return value.isoformat() if isinstance(value, datetime) else value
-
-    if op[0] == "insert":
-        doc = {k: enc(v) for k, v in op[1].items()}
-        return json.dumps({"op": "insert", "doc": doc}, separators=(",", ":")).encode()
-    fields = {k: enc(v) for k, v in op[2].items()}
-    return json.dumps({"op": "verdict", "id": op[1], "set": fields}, separators=(",", ":")).encode()
+def _failure_kind(e: BaseException) -> str:
+    """"timeout" when the server was there but did not answer in time (hung, overloaded), else "unreachable"."""
+    if not isinstance(e, PyMongoError) or not e.timeout:
+        return "unreachable"
+    if isinstance(e, ServerSelectionTimeoutError) and "timed out" not in str(e):
+        return "unreachable"  # nothing to select: connections refused, no such host
+    return "timeout"
 
 
-def _decode_op(raw: bytes) -> Op:
-    obj = json.loads(raw)
-
-    def dec(d: Doc) -> Doc:
-        for k in _DATETIME_KEYS:
-            if isinstance(d.get(k), str):
-                d[k] = datetime.fromisoformat(d[k])
-        return d
-
-    if obj["op"] == "insert":
-        return ("insert", dec(obj["doc"]), None)
-    if obj["op"] == "verdict":
-        return ("verdict", str(obj["id"]), dec(obj["set"]))
-    raise ValueError(f"unknown spool operation {obj['op']!r}")
+def _is_duplicate(e: BaseException) -> bool:
+    return isinstance(e, OperationFailure) and e.code == DUPLICATE_KEY
 
 
 @dataclass
 class WriterStats:
     received: int = 0  # messages submitted
     inserted: int = 0  # new documents the database acknowledged
-    duplicates: int = 0  # redeliveries the unique _id turned away (not failures)
-    verdicts: int = 0  # verdict updates submitted
-    verdicts_applied: int = 0  # ... that matched a stored message
+    duplicates: int = 0  # redeliveries dropped by the writer or the unique _id (not failures)
+    verdicts: int = 0  # verdicts submitted
+    verdicts_inline: int = 0  # ... folded into their message's insert (one write per message)
+    verdicts_late: int = 0  # ... that came after their message left memory: an update each
+    verdicts_coalesced: int = 0  # ... late ones that replaced a queued update for the same message
+    verdicts_applied: int = 0  # late updates that matched a stored message
     verdicts_unmatched: int = 0  # ... whose message is not stored (rejected or never submitted)
     batches: int = 0  # successful round trips
     spooled: int = 0  # operations written to the disk spool, in total
     spool_pending: int = 0  # operations in the spool not yet written back
     replayed: int = 0  # operations written back from the spool
     overflows: int = 0  # times the memory queue hit max_buffered and went to the spool
-    outages: int = 0  # times the database became unreachable
-    failed_batches: int = 0  # batches refused for a non-transient reason
+    outages: int = 0  # times the database became unreachable or stopped answering in time
+    failed_batches: int = 0  # refusals for good (each one set aside in rejected.jsonl)
     rejected: int = 0  # operations set aside in rejected.jsonl
     spool_corrupt: int = 0  # unreadable spool lines (a torn write from a crash), skipped
     buffered: int = 0  # operations waiting in memory
     spooling: bool = False
+    # Why the spool was last needed: "unreachable" (no server) or "timeout" (no answer in server_timeout_ms).
+    last_failure: str = ""
 
-    def as_dict(self) -> dict[str, int | bool]:
+    def as_dict(self) -> dict[str, int | bool | str]:
         return asdict(self)
+
+
+class LagWindow:
+    """Seconds from a message's arrival to its verdict being stored, over the last stored verdicts."""
+
+    def __init__(self, size: int = LAG_SAMPLES) -> None:
+        self._lags: deque[float] = deque(maxlen=size)
+
+    def add(self, seconds: float) -> None:
+        self._lags.append(max(0.0, seconds))
+
+    def percentile(self, q: float) -> float | None:
+        if not self._lags:
+            return None
+        ordered = sorted(self._lags)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+    def clear(self) -> None:
+        self._lags.clear()
+
+
+@dataclass(slots=True)
+class _Queued:
+    """A message waiting in memory for its batch (and, for a while, for its verdict)."""
+
+    doc: Doc
+    at: float  # clock() when submitted
+    ready: bool  # carries its verdict, or expects none (a command)
 
 
 class MessageWriter:
@@ -189,71 +223,50 @@ class MessageWriter:
         self._batch_size = cfg.batch_size
         self._interval = cfg.flush_interval_ms / 1000
         self._max_buffered = cfg.max_buffered
+        self._timeout_s = cfg.server_timeout_ms / 1000
         self._probe = probe
         self._clock = clock
         self._retry_initial = retry_initial_s
         self._retry_max = retry_max_s
         self._backoff = retry_initial_s
         self._retry_at = 0.0
-        self._pending: deque[Op] = deque()
-        self._oldest_at = 0.0  # clock() when the oldest pending operation arrived
+        self._queue: deque[_Queued] = deque()  # messages, oldest first
+        self._by_id: dict[str, _Queued] = {}
+        self._updates: dict[str, Update] = {}  # late verdicts, one per message
+        self._updates_at = 0.0  # clock() when the oldest queued update arrived
         self._inflight: list[Op] | None = None  # a memory batch being written to the database
         self._inflight_spooled = False
         self._lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._stats = WriterStats()
+        self._spool = Spool(spool_dir)
         self.spool_dir = spool_dir
-        self.spool_path = spool_dir / SPOOL_FILE
-        self.rejected_path = spool_dir / REJECTED_FILE
-        self._spool_out: IO[bytes] | None = None
-        self._spool_offset = 0  # bytes of the spool already written back
-        self._lock_file: IO[bytes] | None = None
+        self.spool_path = self._spool.path
+        self.rejected_path = self._spool.rejected_path
         self._closing = False
         self._stored = SeenIds(RECENT_IDS)  # ids known to be stored
+        self._db_ok = False  # the last write-back chunk went through: the next one needs no probe first
+        # Messages written without a verdict, and when they arrived: a late verdict's lag is measured from there.
+        self._unclassified: OrderedDict[str, float] = OrderedDict()
+        self.lag = LagWindow()
 
     # ---- lifecycle (driven by open_storage)
 
     def open(self, *, reachable: bool) -> None:
         """Take the spool folder (one process at a time) and pick up a spool left by an earlier run."""
-        self.spool_dir.mkdir(parents=True, exist_ok=True)
-        self._lock_file = open(self.spool_dir / ".lock", "wb")  # closed in close()
-        try:
-            fcntl.flock(self._lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            self._lock_file.close()
-            self._lock_file = None
-            raise StorageError(f"spool folder {self.spool_dir} is in use by another chatmood process") from None
-        if self.spool_path.exists():
-            pending, torn = 0, False
-            with open(self.spool_path, "rb") as f:
-                for raw in f:
-                    pending += bool(raw.strip())
-                    torn = not raw.endswith(b"\n")
-            if not pending:
-                self.spool_path.unlink()
-            else:
-                if torn:  # a write cut short by a crash: keep new lines apart from it
-                    with open(self.spool_path, "ab") as f:
-                        f.write(b"\n")
-                        f.flush()
-                        os.fsync(f.fileno())
-                self._stats.spool_pending = pending
-                self._stats.spooling = True
-                log.warning("storage_spool_found", path=str(self.spool_path), operations=pending)
+        pending = self._spool.open()
+        if pending:
+            self._stats.spool_pending = pending
+            self._stats.spooling = True
         if not reachable:
             self._stats.spooling = True
+            self._stats.last_failure = "unreachable"
 
     def close(self) -> None:
-        if self._spool_out is not None:
-            self._spool_out.close()
-            self._spool_out = None
-        if self._lock_file is not None:
-            fcntl.flock(self._lock_file, fcntl.LOCK_UN)
-            self._lock_file.close()
-            self._lock_file = None
+        self._spool.close()
 
     async def run(self) -> None:
-        """The flusher: writes due batches and retries the spool. Runs until :meth:`stop` and cancelled."""
+        """The flusher: writes due batches and writes the spool back. Runs until :meth:`stop` and cancelled."""
         me = asyncio.current_task()
         while not self._closing:
             # PyMongo can turn a cancellation into a connection error while it waits for a server;
@@ -279,112 +292,248 @@ class MessageWriter:
         self._wake.set()
 
     async def shutdown(self) -> None:
-        """Final flush after the flusher is cancelled: one last try to write the spool back, then memory
-        to the database, or to the spool if it is still down (the next start writes it back)."""
+        """Final flush after the flusher is cancelled: memory to the database, or durably to the spool when
+        it is spooling; then the spool is written back for at most :data:`SHUTDOWN_WRITE_BACK_S` (the next
+        start writes back the rest, from the saved position)."""
         async with self._lock:
-            if self._stats.spooling:
-                await self._recover()
-            if not self._stats.spooling and self._pending:
+            if not self._stats.spooling:
                 await self._drain_memory()
-            if self._pending and not self._spool_or_keep(self._take(len(self._pending))):
-                log.error("storage_messages_lost_at_shutdown", operations=len(self._pending))
+            if self._stats.spooling:
+                self._spool_memory()
+                deadline = self._clock() + SHUTDOWN_WRITE_BACK_S
+                while self._stats.spooling and self._clock() < deadline:
+                    if not await self._write_back_chunk():
+                        break
+                if not self._stats.spooling:
+                    await self._drain_memory()
+            if self._memory_ops():
+                self._spool_memory()
+            if self._memory_ops():
+                log.error("storage_messages_lost_at_shutdown", operations=self._memory_ops())
         log.info("storage_writer_closed", **self.stats.as_dict())
 
     # ---- the producer side (plain calls, never wait on the database)
 
-    def submit(self, line: ChatLine) -> None:
-        """Queue one message for insertion. Never blocks on the database."""
+    def submit(self, line: ChatLine, *, command: bool = False) -> None:
+        """Queue one message for insertion. ``command``: a command line (stored, never classified, so the
+        writer does not wait for its verdict). Never blocks on the database."""
         self._stats.received += 1
-        self._push(("insert", message_document(line, utcnow(), time.time_ns()), None))
+        mid = line.message_id
+        if mid in self._by_id or mid in self._stored:
+            self._stats.duplicates += 1  # a redelivery: the first copy is queued or stored
+            return
+        if self._memory_ops() >= self._max_buffered:
+            self._overflow()
+        queued = _Queued(message_document(line, utcnow(), time.time_ns(), command=command), self._clock(), command)
+        if not self._queue:
+            self._wake.set()
+        self._queue.append(queued)
+        self._by_id[mid] = queued
+        if len(self._queue) >= self._batch_size:
+            self._wake.set()
 
     def submit_verdict(self, message_id: str, verdict: Verdict) -> None:
-        """Queue a classification; it is applied after the insert of that message."""
+        """Store a classification: in its message's insert when that is still queued, else as an update
+        written after the message."""
         self._stats.verdicts += 1
-        self._push(("verdict", message_id, verdict_fields(verdict, utcnow())))
-
-    def _push(self, op: Op) -> None:
-        if len(self._pending) >= self._max_buffered:
+        fields = verdict_fields(verdict, utcnow())
+        queued = self._by_id.get(message_id)
+        if queued is not None:
+            queued.doc.update(fields)
+            queued.ready = True
+            self._stats.verdicts_inline += 1
+            if len(self._queue) >= self._batch_size:
+                self._wake.set()
+            return
+        self._stats.verdicts_late += 1
+        pending = self._updates.get(message_id)
+        if pending is not None:
+            pending.fields.update(fields)  # the later verdict wins
+            self._stats.verdicts_coalesced += 1
+            return
+        if self._memory_ops() >= self._max_buffered:
             self._overflow()
-        if not self._pending:
-            self._oldest_at = self._clock()
+        if not self._updates:
+            self._updates_at = self._clock()
             self._wake.set()
-        self._pending.append(op)
-        if len(self._pending) >= self._batch_size:
+        self._updates[message_id] = Update(message_id, fields, self._unclassified.pop(message_id, None))
+        if len(self._updates) >= self._batch_size:
             self._wake.set()
+
+    def _memory_ops(self) -> int:
+        return len(self._queue) + len(self._updates)
 
     def _overflow(self) -> None:
         """Memory is full: move it (after any batch in flight, which is older) to the spool."""
         ops: list[Op] = []
         with_inflight = self._inflight is not None and not self._inflight_spooled
         if self._inflight is not None and with_inflight:
-            ops.extend(self._inflight)  # may also reach the database: the replay then meets duplicates
-        ops.extend(self._pending)
+            ops.extend(self._inflight)  # may also reach the database: the write-back then meets duplicates
+        memory = self._take_all()
+        ops.extend(memory)
         self._stats.overflows += 1
         log.warning("storage_buffer_full", moved_to_spool=len(ops), max_buffered=self._max_buffered)
-        if self._spool_append(ops):  # else memory stays over its bound: better than losing messages
-            self._pending.clear()
+        if self._append_to_spool(ops):
             self._inflight_spooled = self._inflight_spooled or with_inflight
+        else:  # memory stays over its bound: better than losing messages
+            self._restore(memory)
 
     def poke(self) -> None:
         """Make the flusher re-check its deadlines now (for a test that has just advanced its fake clock)."""
         self._wake.set()
 
-    # ---- flushing
+    # ---- what is due
 
     @property
     def stats(self) -> WriterStats:
-        self._stats.buffered = len(self._pending)
+        self._stats.buffered = self._memory_ops()
+        self._stats.spool_corrupt = self._spool.corrupt
         return self._stats
+
+    def _ready_count(self, now: float, limit: int) -> int:
+        """Messages at the front of the queue that may go now (their verdict is in, they expect none, or they
+        have waited the window), up to ``limit``."""
+        n = 0
+        for q in self._queue:
+            if n >= limit or not (q.ready or now - q.at >= self._interval):
+                break
+            n += 1
+        return n
+
+    def _inserts_due(self, now: float) -> bool:
+        if not self._queue:
+            return False
+        if now - self._queue[0].at >= self._interval:
+            return True
+        return len(self._queue) >= self._batch_size and self._ready_count(now, self._batch_size) >= self._batch_size
+
+    def _updates_due(self, now: float) -> bool:
+        return bool(self._updates) and (
+            len(self._updates) >= self._batch_size or now - self._updates_at >= self._interval
+        )
 
     def _seconds_until_due(self) -> float:
         now = self._clock()
+        if self._inserts_due(now) or self._updates_due(now):
+            return 0.0
         waits: list[float] = []
-        if self._pending:
-            if len(self._pending) >= self._batch_size:
-                return 0.0
-            waits.append(self._oldest_at + self._interval - now)
+        if self._queue:
+            waits.append(self._queue[0].at + self._interval - now)
+        if self._updates:
+            waits.append(self._updates_at + self._interval - now)
         if self._stats.spooling:
             waits.append(self._retry_at - now)
         return max(0.0, min(waits)) if waits else 3600.0
 
-    def _take(self, n: int) -> list[Op]:
-        n = min(n, len(self._pending))
-        ops = [self._pending.popleft() for _ in range(n)]
-        if self._pending:
-            self._oldest_at = self._clock()
+    # ---- taking from memory
+
+    def _take_inserts(self, n: int) -> list[Op]:
+        ops: list[Op] = []
+        for _ in range(min(n, len(self._queue))):
+            q = self._queue.popleft()
+            mid = q.doc["_id"]
+            del self._by_id[mid]
+            if not q.ready:  # leaves without its verdict: a late one will be an update
+                self._unclassified[mid] = q.doc["received_at"].timestamp()
+                if len(self._unclassified) > RECENT_IDS:
+                    self._unclassified.popitem(last=False)
+            ops.append(Insert(q.doc))
         return ops
 
+    def _take_updates(self, n: int) -> list[Op]:
+        ops: list[Op] = []
+        while self._updates and len(ops) < n:
+            mid = next(iter(self._updates))
+            ops.append(self._updates.pop(mid))
+        if self._updates:
+            self._updates_at = self._clock()
+        return ops
+
+    def _take_batch(self, now: float) -> list[Op]:
+        """What is due now: ready messages from the front (at most batch_size), then queued late updates."""
+        ops: list[Op] = []
+        if self._inserts_due(now):
+            ops.extend(self._take_inserts(max(1, self._ready_count(now, self._batch_size))))
+        if self._updates and (ops or self._updates_due(now)):
+            ops.extend(self._take_updates(self._batch_size))
+        return ops
+
+    def _take_all(self) -> list[Op]:
+        return self._take_inserts(len(self._queue)) + self._take_updates(len(self._updates))
+
+    def _restore(self, ops: list[Op]) -> None:
+        """Put operations taken from the front of memory back there (a cancelled write, a refusing disk)."""
+        now = self._clock()
+        for op in reversed([op for op in ops if isinstance(op, Insert)]):
+            mid = op.doc["_id"]
+            if mid in self._by_id:
+                continue
+            queued = _Queued(op.doc, now - self._interval, True)  # due again at once
+            late = self._updates.pop(mid, None)
+            if late is not None:  # its verdict came while it was away: fold it in after all
+                queued.doc.update(late.fields)
+                self._stats.verdicts_inline += 1
+                self._stats.verdicts_late -= 1
+            self._unclassified.pop(mid, None)
+            self._queue.appendleft(queued)
+            self._by_id[mid] = queued
+        for update in ops:
+            if isinstance(update, Update):
+                newer = self._updates.pop(update.id, None)
+                if newer is not None:
+                    update.fields.update(newer.fields)
+                if not self._updates:
+                    self._updates_at = now - self._interval
+                self._updates[update.id] = update
+
+    # ---- flushing
+
     async def _step(self) -> None:
-        due = bool(self._pending) and (
-            len(self._pending) >= self._batch_size or self._clock() >= self._oldest_at + self._interval
-        )
+        now = self._clock()
         if self._stats.spooling:
-            # To disk first, so nothing waits in memory while the retry asks the server.
-            if due and not self._spool_or_keep(self._take(len(self._pending))):
+            # To disk first, so nothing waits in memory while the write-back talks to the server.
+            if (self._inserts_due(now) or self._updates_due(now)) and not self._spool_memory():
                 await asyncio.sleep(1.0)  # the disk refused: do not spin
             if self._clock() >= self._retry_at:
-                await self._recover()
-        elif due:
-            await self._write_memory_batch(self._take(self._batch_size))
+                await self._write_back_chunk()
+            return
+        ops = self._take_batch(now)
+        if ops:
+            await self._write_memory_batch(ops)
 
     async def flush(self) -> None:
-        """Write everything submitted so far: to the database, or durably to the spool if it is unreachable.
+        """Write everything submitted so far: to the database, or durably to the spool if it can't take it.
 
-        If something is spooled, one attempt is made to write the spool back first.
-        """
+        When something is spooled, memory is appended to it and the spool is written back until it is empty
+        (one attempt: a failure leaves the rest spooled, from the saved position). The lock is let go between
+        chunks, so the flusher keeps spooling what arrives meanwhile."""
         async with self._lock:
-            if self._stats.spooling:
-                await self._recover()
-            await self._drain_memory()
+            if not self._stats.spooling:
+                await self._drain_memory()
+            if not self._stats.spooling:
+                return
+            self._spool_memory()
+        while self._stats.spooling:
+            async with self._lock:
+                if not self._stats.spooling:
+                    break
+                if not await self._write_back_chunk():
+                    return
+        async with self._lock:
+            if not self._stats.spooling:
+                await self._drain_memory()
 
     async def _drain_memory(self) -> None:
-        while self._pending:
-            ops = self._take(self._batch_size)
+        """Write what memory holds now (ready or not) to the database, or to the spool once it can't."""
+        left = self._memory_ops()
+        while left > 0 and self._memory_ops():
             if self._stats.spooling:
-                if not self._spool_or_keep(ops):
-                    return
-            else:
-                await self._write_memory_batch(ops)
+                self._spool_memory()
+                return
+            ops = self._take_inserts(self._batch_size)
+            ops += self._take_updates(self._batch_size - len(ops))
+            left -= len(ops)
+            await self._write_memory_batch(ops)
 
     async def _write_memory_batch(self, ops: list[Op]) -> None:
         self._inflight, self._inflight_spooled = ops, False
@@ -392,7 +541,7 @@ class MessageWriter:
             await self._apply(ops)
         except asyncio.CancelledError:
             if not self._inflight_spooled:  # not known to be written: back to the front of the queue
-                self._pending.extendleft(reversed(ops))
+                self._restore(ops)
             raise
         except _PartlyWritten as p:
             self._went_down(p.cause)
@@ -404,21 +553,27 @@ class MessageWriter:
                 self._spool_or_keep(ops)
         except Exception:  # not a database answer (a bug, a full disk): keep the batch, let run() log it
             if not self._inflight_spooled:
-                self._pending.extendleft(reversed(ops))
+                self._restore(ops)
             raise
         finally:
             self._inflight, self._inflight_spooled = None, False
 
     def _went_down(self, e: BaseException) -> None:
+        why = _failure_kind(e)
+        self._stats.last_failure = why
         if not self._stats.spooling:
             self._stats.outages += 1
-            log.warning("storage_unreachable", error=str(e)[:200], spool=str(self.spool_path))
+            event = "storage_too_slow" if why == "timeout" else "storage_unreachable"
+            log.warning(event, error=str(e)[:200], timeout_ms=round(1000 * self._timeout_s), spool=str(self.spool_path))
         self._stats.spooling = True
+        self._db_ok = False
         self._backoff = self._retry_initial
         self._retry_at = self._clock() + self._backoff
 
+    # ---- the database side
+
     async def _apply(self, ops: list[Op]) -> None:
-        """Write ops: the inserts (one ``insert_many``), then the verdict updates (``bulk_write`` in chunks).
+        """Write ops: the inserts (one ``insert_many``), then the late verdicts (``bulk_write`` in chunks).
 
         Raises only transient errors (:class:`_PartlyWritten` once the inserts are acknowledged);
         duplicates are counted and anything refused for good goes to rejected.jsonl.
@@ -428,150 +583,211 @@ class MessageWriter:
         inserts: list[Doc] = []
         batch_ids: set[str] = set()
         known = 0
+        updates: dict[str, Update] = {}
         for op in ops:
-            if op[0] == "insert":
-                mid = op[1]["_id"]
+            if isinstance(op, Insert):
+                mid = op.doc["_id"]
                 if mid in batch_ids or mid in self._stored:
                     known += 1
                 else:
                     batch_ids.add(mid)
-                    inserts.append(op[1])
-        verdicts = [op for op in ops if op[0] == "verdict"]
+                    inserts.append(op.doc)
+            else:  # one update per message and chunk, the later fields winning (the spool may hold several)
+                earlier = updates.pop(op.id, None)
+                merged = {**earlier.fields, **op.fields} if earlier is not None else op.fields
+                updates[op.id] = Update(op.id, merged, op.received_s)
         if inserts:
-            try:
-                res = await self._coll.insert_many(inserts, ordered=False)
-                self._stats.inserted += len(res.inserted_ids)
-                self._remember(batch_ids)
-            except BulkWriteError as e:
-                self._bulk_error(e, inserts)
-            except Exception as e:
-                if _is_transient(e):
-                    raise
-                await self._insert_one_by_one(inserts, e)
+            await self._insert(inserts)
         self._stats.duplicates += known
-        for start in range(0, len(verdicts), UPDATES_PER_COMMAND):
-            chunk = verdicts[start : start + UPDATES_PER_COMMAND]
-            updates = [UpdateOne({"_id": op[1]}, {"$set": op[2]}) for op in chunk]
+        pending = list(updates.values())
+        for start in range(0, len(pending), UPDATES_PER_COMMAND):
             try:
-                ures = await self._coll.bulk_write(updates, ordered=True)
-                self._stats.verdicts_applied += ures.matched_count
-                self._stats.verdicts_unmatched += len(updates) - ures.matched_count
+                await self._update_chunk(pending[start : start + UPDATES_PER_COMMAND])
             except Exception as e:
                 if _is_transient(e):
-                    raise _PartlyWritten(verdicts[start:], e) from e
-                self._refuse(e, chunk)
+                    left: list[Op] = list(pending[start:])
+                    raise _PartlyWritten(left, e) from e
+                raise
         self._stats.batches += 1
 
-    async def _insert_one_by_one(self, docs: list[Doc], first: Exception) -> None:
-        """A batch was refused as a whole: find the culprits, store the rest."""
-        log.warning("storage_batch_refused_retrying_singly", error=str(first)[:200], documents=len(docs))
+    async def _insert(self, docs: list[Doc]) -> None:
+        try:
+            with pymongo.timeout(self._timeout_s):
+                await self._coll.insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            await self._bulk_error(e, docs)
+        except Exception as e:
+            if _is_transient(e):
+                raise
+            await self._isolate(docs, e)
+        else:
+            self._stored_docs(docs)
+
+    def _stored_docs(self, docs: Iterable[Doc]) -> None:
+        now = time.time()
+        n = 0
+        for doc in docs:
+            n += 1
+            self._stored.add(doc["_id"])
+            if "label" in doc:
+                self.lag.add(now - doc["received_at"].timestamp())
+        self._stats.inserted += n
+
+    async def _bulk_error(self, e: BulkWriteError, docs: list[Doc]) -> None:
+        """Some documents of a batch were refused: count the duplicates, store the rest, isolate the refused."""
+        refused: dict[int, Exception] = {}
+        duplicate: set[int] = set()
+        for err in e.details.get("writeErrors", []):
+            index = int(err["index"])
+            if err.get("code") == DUPLICATE_KEY:
+                duplicate.add(index)
+            else:
+                refused[index] = OperationFailure(str(err.get("errmsg", "refused")), err.get("code"))
+        self._stats.duplicates += len(duplicate)
+        for i in duplicate:
+            self._stored.add(docs[i]["_id"])
+        self._stored_docs(d for i, d in enumerate(docs) if i not in refused and i not in duplicate)
+        for i, err in refused.items():
+            await self._refused_insert(docs[i], err)
+
+    async def _isolate(self, docs: list[Doc], first: Exception) -> None:
+        """A batch was refused as a whole: find the documents at fault, store the others."""
+        log.warning("storage_batch_refused_isolating", error=str(first)[:200], documents=len(docs))
+        good: list[Doc] = []
         for doc in docs:
             try:
-                await self._coll.insert_one(doc)
-                self._stats.inserted += 1
-                self._remember((doc["_id"],))
-            except Exception as e:
-                if _is_transient(e):
-                    raise
-                if isinstance(e, OperationFailure) and e.code == DUPLICATE_KEY:
-                    self._stats.duplicates += 1
-                    self._remember((doc["_id"],))
-                else:
-                    self._refuse(e, [("insert", doc, None)])
-
-    def _bulk_error(self, e: BulkWriteError, docs: list[Doc]) -> None:
-        details = e.details
-        self._stats.inserted += int(details.get("nInserted", 0))
-        bad: list[Op] = []
-        for err in details.get("writeErrors", []):
-            if err.get("code") == DUPLICATE_KEY:
-                self._stats.duplicates += 1
+                bson.encode(doc)  # what BSON can't carry (a lone surrogate in an id) fails here, before the wire
+            except Exception as enc:  # noqa: BLE001 - any encoding failure marks this document, and only it
+                await self._refused_insert(doc, enc)
             else:
-                bad.append(("insert", docs[int(err["index"])], None))
-        refused = {op[1]["_id"] for op in bad}
-        self._remember(d["_id"] for d in docs if d["_id"] not in refused)
-        if bad:
-            self._refuse(e, bad)
+                good.append(doc)
+        if len(good) == len(docs):  # no culprit found here: the server refused the batch; go one by one
+            for doc in good:
+                await self._insert_one(doc)
+            return
+        if not good:
+            return
+        try:
+            with pymongo.timeout(self._timeout_s):
+                await self._coll.insert_many(good, ordered=False)
+        except BulkWriteError as e:
+            await self._bulk_error(e, good)
+        except Exception as e:
+            if _is_transient(e):
+                raise
+            for doc in good:
+                await self._insert_one(doc)
+        else:
+            self._stored_docs(good)
 
-    def _remember(self, ids: Iterable[str]) -> None:
-        """Ids known to be stored (bounded, oldest forgotten first)."""
-        for mid in ids:
-            self._stored.add(mid)
+    async def _insert_one(self, doc: Doc) -> None:
+        try:
+            with pymongo.timeout(self._timeout_s):
+                await self._coll.insert_one(doc)
+        except Exception as e:
+            if _is_transient(e):
+                raise
+            if _is_duplicate(e):
+                self._stats.duplicates += 1
+                self._stored.add(doc["_id"])
+            else:
+                await self._refused_insert(doc, e)
+        else:
+            self._stored_docs((doc,))
 
-    def _refuse(self, e: Exception, ops: list[Op]) -> None:
+    async def _refused_insert(self, doc: Doc, e: Exception) -> None:
+        """One document refused for good. If it carries a verdict, the message alone may still be stored:
+        then only the verdict is set aside."""
+        verdict = {k: doc[k] for k in VERDICT_KEYS if k in doc}
+        if verdict:
+            bare = {k: v for k, v in doc.items() if k not in verdict}
+            try:
+                bson.encode(bare)
+                with pymongo.timeout(self._timeout_s):
+                    await self._coll.insert_one(bare)
+            except Exception as e2:
+                if _is_transient(e2):
+                    raise
+                if not _is_duplicate(e2):
+                    self._reject(e2, [Insert(doc)])
+                    return
+                self._stats.duplicates += 1
+                self._stored.add(bare["_id"])
+            else:
+                self._stored_docs((bare,))
+            self._reject(e, [Update(str(doc["_id"]), verdict)])
+            return
+        self._reject(e, [Insert(doc)])
+
+    async def _update_chunk(self, chunk: list[Update]) -> None:
+        requests = [UpdateOne({"_id": u.id}, {"$set": u.fields}) for u in chunk]
+        try:
+            with pymongo.timeout(self._timeout_s):
+                res = await self._coll.bulk_write(requests, ordered=False)
+        except Exception as e:
+            if _is_transient(e):
+                raise
+            # One refused update must not cost the others. FerretDB stops an update command at its first
+            # refused statement (ordered or not, and its reply then lacks the counts PyMongo reads), so the
+            # chunk goes again one update at a time ($set twice is harmless).
+            log.warning("storage_updates_refused_isolating", error=str(e)[:200], updates=len(chunk))
+            for u in chunk:
+                await self._update_one(u)
+            return
+        self._stats.verdicts_applied += res.matched_count
+        self._stats.verdicts_unmatched += len(chunk) - res.matched_count
+        self._late_lags(chunk)
+
+    async def _update_one(self, u: Update) -> None:
+        try:
+            bson.encode({"_id": u.id, "$set": u.fields})
+            with pymongo.timeout(self._timeout_s):
+                res = await self._coll.update_one({"_id": u.id}, {"$set": u.fields})
+        except Exception as e:
+            if _is_transient(e):
+                raise
+            self._reject(e, [u])
+            return
+        if res.matched_count:
+            self._stats.verdicts_applied += 1
+            self._late_lags((u,))
+        else:
+            self._stats.verdicts_unmatched += 1
+
+    def _late_lags(self, updates: Iterable[Update]) -> None:
+        now = time.time()
+        for u in updates:
+            if u.received_s is not None:
+                self.lag.add(now - u.received_s)
+
+    def _reject(self, e: BaseException, ops: list[Op]) -> None:
         """The database said no for good: keep the operations, with the reason, in rejected.jsonl."""
         self._stats.failed_batches += 1
         self._stats.rejected += len(ops)
         reason = str(e)[:500]
         log.error("storage_write_refused", error=reason, operations=len(ops), kept_in=str(self.rejected_path))
-        lines = b"".join(
-            json.dumps({"reason": reason, "entry": json.loads(_encode_op(op))}).encode() + b"\n" for op in ops
-        )
-        with open(self.rejected_path, "ab") as f:
-            f.write(lines)
-            f.flush()
-            os.fsync(f.fileno())
+        append_rejected(self.rejected_path, reason, ops)
 
     # ---- the spool
 
-    def _spool_append(self, ops: list[Op]) -> bool:
-        """Append durably (write, flush, fsync). Synchronous on purpose: order is the order of the calls.
-
-        False (and the file as it was) when the disk refuses; the caller then keeps the operations in memory.
-        """
-        if not ops:
-            return True
-        self._stats.spooling = True
-        start = 0
-        try:
-            if self._spool_out is None:
-                self._spool_out = open(self.spool_path, "ab")  # closed when the spool drains
-            start = self._spool_out.tell()
-            self._spool_out.write(b"".join(_encode_op(op) + b"\n" for op in ops))
-            self._spool_out.flush()
-            os.fsync(self._spool_out.fileno())
-        except OSError as e:
-            log.error("storage_spool_write_failed", error=str(e), operations=len(ops), kept_in_memory=True)
-            if self._spool_out is not None:
-                with contextlib.suppress(OSError):
-                    self._spool_out.truncate(start)
-                with contextlib.suppress(OSError):
-                    self._spool_out.close()
-                self._spool_out = None
+    def _append_to_spool(self, ops: list[Op]) -> bool:
+        if not self._spool.append(ops):
             return False
+        self._stats.spooling = True
         self._stats.spooled += len(ops)
-        self._stats.spool_pending += len(ops)
+        self._stats.spool_pending = self._spool.pending
         return True
 
     def _spool_or_keep(self, ops: list[Op]) -> bool:
         """Spool ops taken from the front of memory; if the disk refuses, put them back there."""
-        if self._spool_append(ops):
+        if self._append_to_spool(ops):
             return True
-        self._pending.extendleft(reversed(ops))
+        self._restore(ops)
         return False
 
-    def _read_spool(self, limit: int) -> tuple[list[Op], int]:
-        """Up to ``limit`` operations from the current offset, and the offset after them."""
-        ops: list[Op] = []
-        if not self.spool_path.exists():
-            return ops, self._spool_offset
-        with open(self.spool_path, "rb") as f:
-            f.seek(self._spool_offset)
-            offset = self._spool_offset
-            while len(ops) < limit:
-                raw = f.readline()
-                if not raw.endswith(b"\n"):
-                    break  # end of file (a torn tail was closed off with a newline at open())
-                offset += len(raw)
-                if not raw.strip():
-                    continue
-                try:
-                    ops.append(_decode_op(raw))
-                except (ValueError, KeyError, TypeError) as e:
-                    self._stats.spool_corrupt += 1
-                    self._stats.spool_pending = max(0, self._stats.spool_pending - 1)
-                    log.error("storage_spool_line_unreadable", offset=offset - len(raw), error=str(e)[:200])
-        return ops, offset
+    def _spool_memory(self) -> bool:
+        """Everything in memory to the spool (memory is newer than all of it)."""
+        return self._spool_or_keep(self._take_all()) if self._memory_ops() else True
 
     async def _apply_after_probe(self, ops: list[Op]) -> None:
         """``_apply``, once more at once if the first try hits a dead connection.
@@ -584,48 +800,44 @@ class MessageWriter:
         try:
             await self._apply(ops)
         except PyMongoError as e:
-            if not _is_transient(e):
+            if not _is_transient(e) or e.timeout:
                 raise
             log.info("storage_retrying_stale_connection", error=str(e)[:200])
             await self._apply(ops)
 
-    async def _recover(self) -> None:
-        """If the database answers, write the spool back in order and leave spooling mode."""
-        replayed = 0
+    async def _write_back_chunk(self) -> bool:
+        """Write the next chunk of the spool back, if the database answers; leave spooling mode when the
+        spool is empty. False when the database could not take it (retried later, with backoff)."""
         try:
-            await self._probe()
-            while True:
-                ops, offset = self._read_spool(self._batch_size)
-                if not ops:
-                    if offset != self._spool_offset:  # only unreadable lines were left
-                        self._spool_offset = offset
-                        continue
-                    break
-                # A failure part way leaves the offset alone: the next attempt repeats the chunk,
-                # where the unique _id turns repeated inserts into counted duplicates.
+            if not self._db_ok:
+                await self._probe()  # bounded by its own short timeout
+            ops, offset = self._spool.read(self._batch_size)
+            if ops:
                 await self._apply_after_probe(ops)
-                self._spool_offset = offset
-                replayed += len(ops)
-                self._stats.replayed += len(ops)
-                self._stats.spool_pending = max(0, self._stats.spool_pending - len(ops))
+            # A failure above leaves the position alone: the next attempt repeats the chunk, where the
+            # unique _id turns repeated inserts into counted duplicates.
+            self._spool.advance(offset, len(ops))
+            self._stats.replayed += len(ops)
+            self._stats.spool_pending = self._spool.pending
+            self._db_ok = True
         except (PyMongoError, _PartlyWritten) as e:
+            self._db_ok = False
+            self._stats.last_failure = _failure_kind(e.cause if isinstance(e, _PartlyWritten) else e)
             self._backoff = min(self._retry_max, self._backoff * 2)
             self._retry_at = self._clock() + self._backoff
             level = log.info if isinstance(e, _PartlyWritten) or _is_transient(e) else log.error
-            level(
-                "storage_still_unreachable", retry_in_s=round(self._backoff, 2), replayed=replayed, error=str(e)[:200]
-            )
-            return
-        # The spool is empty and nothing awaits between here and the end: no append can slip in.
-        if self._spool_out is not None:
-            self._spool_out.close()
-            self._spool_out = None
-        self.spool_path.unlink(missing_ok=True)
-        self._spool_offset = 0
-        self._stats.spool_pending = 0
-        self._stats.spooling = False
-        self._backoff = self._retry_initial
-        log.info("storage_recovered", replayed=replayed)
+            level("storage_still_unreachable", retry_in_s=round(self._backoff, 2), error=str(e)[:200])
+            return False
+        self._retry_at = self._clock()  # the next chunk at once (the flusher spools due memory in between)
+        if self._spool.drained:
+            # Nothing awaits between the last read and here: no append can slip in.
+            replayed = self._stats.replayed
+            self._spool.reset()
+            self._stats.spool_pending = 0
+            self._stats.spooling = False
+            self._backoff = self._retry_initial
+            log.info("storage_recovered", replayed_in_total=replayed)
+        return True
 
 
 class _PartlyWritten(Exception):  # an internal signal, never seen outside the writer
