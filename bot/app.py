@@ -63,7 +63,7 @@ async def serve_overlay(p: Pipeline, host: str, port: int, access_token: str, he
         categories=p.cfg.categories,
         hub=p.mood.hub,
         mood_state=p.mood.state,
-        storage=p.storage,
+        storage=p.history,  # recent chat and mood from memory, older from the database
         reset=p.mood.reset,
         health=health,
         access_token=access_token,

@@ -56,6 +56,17 @@ class StorageConfig(_Model):
         return unquote(m[1]) if m else self.database
 
 
+class HistoryConfig(_Model):
+    """Recent chat and mood kept in memory (bot.history), so !label and the dashboard never scan the database."""
+
+    messages_per_channel: int = Field(1_000, ge=50, le=1_000_000)
+    messages_per_user: int = Field(5, ge=1, le=1_000)
+    users_per_channel: int = Field(10_000, ge=10, le=10_000_000)
+    snapshots_per_channel: int = Field(8_640, ge=10, le=1_000_000)  # a day at the default 10 s
+    # How long a lookup of something older may take on the database before the answer is "too old".
+    lookup_timeout_ms: int = Field(1_000, ge=50, le=60_000)
+
+
 class LoggingConfig(_Model):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["auto", "console", "json"] = "auto"
@@ -266,6 +277,7 @@ class Config(_Model):
     mood: MoodConfig = MoodConfig()
     commands: CommandsConfig = CommandsConfig()
     overlay: OverlayConfig = OverlayConfig()
+    history: HistoryConfig = HistoryConfig()
     # Where the file was read from; relative paths in it are resolved against its folder.
     source: Annotated[Path | None, Field(exclude=True)] = None
 

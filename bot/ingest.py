@@ -1,9 +1,9 @@
 """Ingest: the one path every chat message takes, live from Twitch or replayed from a log.
 
 ``Ingest.submit(line)`` is a plain call that never waits: it drops redeliveries it has
-just seen, hands the message to the batched writer (storage), offers it to the
-classifier (which samples under overload) and to the personas (which may queue a reply),
-and passes commands to the command queue.
+just seen, hands the message to the batched writer (storage) and to the recent-chat
+windows (history), offers it to the classifier (which samples under overload) and to the
+personas (which may queue a reply), and passes commands to the command queue.
 Nothing here awaits the database or a model, so a slow one never stalls chat.
 """
 
@@ -20,9 +20,15 @@ log = structlog.get_logger(__name__)
 
 
 class MessageSink(Protocol):
-    """Storage's writer: takes a message without waiting."""
+    """Storage's writer: takes a message without waiting (a command is stored, never classified)."""
 
-    def submit(self, line: ChatLine) -> None: ...
+    def submit(self, line: ChatLine, *, command: bool = False) -> None: ...
+
+
+class RecentChat(Protocol):
+    """The pipeline's in-memory windows of recent chat: take a message without waiting."""
+
+    def observe(self, line: ChatLine, *, command: bool) -> None: ...
 
 
 class Classifying(Protocol):
@@ -59,12 +65,14 @@ class Ingest:
         writer: MessageSink,
         classifier: Classifying,
         commands: Commanding,
+        recent: RecentChat | None = None,
         personas: Conversing | None = None,
         remember: int = 20_000,
     ) -> None:
         self._writer = writer
         self._classifier = classifier
         self._commands = commands
+        self._chat = recent
         self._personas = personas
         self._recent = SeenIds(remember)
         self.stats = IngestStats()
@@ -79,10 +87,13 @@ class Ingest:
             self.stats.redelivered += 1
             return False
         self.stats.received += 1
+        command = self._commands.is_command(line)
         # Storage first: whatever happens after, the message is not lost.
-        self._writer.submit(line)
+        self._writer.submit(line, command=command)
+        if self._chat is not None:  # before the command runs, so `!label` sees what came before it
+            self._chat.observe(line, command=command)
         # Commands are steering, not mood: they go to the command queue, not the classifier.
-        if self._commands.is_command(line):
+        if command:
             self._commands.offer(line)
         else:
             self._classifier.offer(line)

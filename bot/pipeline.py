@@ -3,7 +3,9 @@
 ::
 
     ChatLine ──> Ingest.submit ──┬──> MessageWriter (storage)            the message is never lost
+                                 ├──> History (recent chat in memory: what !label and the dashboard read)
                                  ├──> ClassifierService.offer ──> Verdicts.take ──┬──> MessageWriter (verdicts)
+                                 │                                                ├──> History (labels)
                                  │                                                └──> MoodPublisher ──> MoodHub
                                  ├──> PersonaService.offer ──> (a model, off the loop) ──> Outbox
                                  │        (reads the mood from MoodPublisher)
@@ -35,6 +37,7 @@ from bot.commands.queue import CommandQueue
 from bot.commands.router import CommandRouter
 from bot.config import Config
 from bot.domain import ChatLine, Verdict
+from bot.history.reads import History
 from bot.ingest import Ingest
 from bot.mood.hub import MoodHub
 from bot.mood.publisher import MoodPublisher
@@ -42,21 +45,23 @@ from bot.mood.tracker import MoodTracker
 from bot.outbox import Outbox
 from bot.persona.service import PersonaService
 from bot.storage.store import Storage, open_storage
-from bot.storage.writer import MessageWriter
+from bot.storage.writer import MessageWriter, WriterStats
 
 log = structlog.get_logger(__name__)
 
 
 class Verdicts:
-    """Where the classifier's verdicts go: onto their stored messages, and into the mood."""
+    """Where the classifier's verdicts go: onto their messages (stored, and in memory), and into the mood."""
 
-    def __init__(self, writer: MessageWriter, mood: MoodPublisher) -> None:
+    def __init__(self, writer: MessageWriter, history: History, mood: MoodPublisher) -> None:
         self._writer = writer
+        self._history = history
         self._mood = mood
 
     def take(self, pairs: list[tuple[ChatLine, Verdict]]) -> None:
         for line, verdict in pairs:
             self._writer.submit_verdict(line.message_id, verdict)
+        self._history.classified(pairs)
         self._mood.observe(pairs)
 
 
@@ -69,6 +74,7 @@ class Pipeline:
     outbox: Outbox
     commands: CommandQueue
     ingest: Ingest
+    history: History
     clock: Callable[[], float] = time.time
     personas: PersonaService | None = None  # None in a replay: recorded chat is not answered
 
@@ -114,8 +120,10 @@ class Pipeline:
         tracker = self.mood.tracker
         state = tracker.state(channel)
         counts = tracker.take_counts(channel)
+        bucket = datetime.fromtimestamp(self.clock(), UTC)
+        self.history.snapshot(state, bucket)  # the timeline keeps it even if the database can't
         try:
-            await self.storage.save_snapshot(state, bucket=datetime.fromtimestamp(self.clock(), UTC), counts=counts)
+            await self.storage.save_snapshot(state, bucket=bucket, counts=counts)
         except asyncio.CancelledError:
             raise
         except Exception as e:  # noqa: BLE001 - the timeline misses a point; chat itself is never lost
@@ -124,15 +132,23 @@ class Pipeline:
     def summary(self, channels: Iterable[str]) -> list[str]:
         """What a replay or the demo prints at the end: what was stored, and each channel's mood."""
         w = self.storage.writer.stats
-        lines = [
-            f"stored: {w.inserted} new, {w.duplicates} already stored"
-            + (f", {w.spool_pending} waiting in the spool (database unreachable)" if w.spool_pending else ""),
-        ]
+        lines = [f"stored: {w.inserted} new, {w.duplicates} already stored" + _spool_note(w, self.cfg)]
         for channel in sorted(channels):
             s = self.mood.state(channel)
             seen = f"{s.messages} classified" + (f", {s.skipped} skipped" if s.skipped else "")
             lines.append(f"mood #{channel}: {s.label} {s.share:.0%} valence {s.valence:+.2f} {s.colour} ({seen})")
         return lines
+
+
+def _spool_note(w: WriterStats, cfg: Config) -> str:
+    """Why messages still wait in the spool: an unreachable database, or one too slow to answer in time."""
+    if not w.spool_pending:
+        return ""
+    if w.last_failure == "timeout":
+        why = f"the database did not answer within {cfg.storage.server_timeout_ms} ms"
+    else:
+        why = "the database is unreachable"
+    return f", {w.spool_pending} waiting in the spool ({why}; the next start writes them back)"
 
 
 @contextlib.asynccontextmanager
@@ -151,13 +167,16 @@ async def open_pipeline(
         hub = MoodHub()
         stack.callback(hub.close)
         mood = MoodPublisher(tracker, hub)
-        verdicts = Verdicts(storage.writer, mood)
+        history = History(cfg.history, storage)
+        verdicts = Verdicts(storage.writer, history, mood)
         service = ClassifierService(classifier, cfg, verdicts.take, rng=random.Random(), on_skipped=tracker.add_skipped)
         outbox = Outbox()
         talk = PersonaService(cfg, mood, outbox) if personas else None
         if talk is not None:
             stack.push_async_callback(talk.aclose)  # frees the models (after the services have stopped)
-        executor = CommandExecutor(storage, mood, outbox.post)
+        executor = CommandExecutor(storage, history, mood, outbox.post)
         commands = CommandQueue(CommandRouter(cfg.commands, cfg.category_names, cfg.bot_accounts), executor)
-        ingest = Ingest(writer=storage.writer, classifier=service, commands=commands, personas=talk)
-        yield Pipeline(cfg, storage, mood, service, outbox, commands, ingest, clock, talk)
+        ingest = Ingest(
+            writer=storage.writer, classifier=service, commands=commands, recent=history, personas=talk
+        )
+        yield Pipeline(cfg, storage, mood, service, outbox, commands, ingest, history, clock, talk)

@@ -5,7 +5,7 @@ A failing handler is logged and never propagates.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -17,11 +17,9 @@ from bot.domain import ChatLine, MoodState
 
 log = structlog.get_logger(__name__)
 
-_SELF_LABEL_LOOKBACK = 200  # recent channel messages searched when the newest one is the !label itself
-
 
 class StoredMessage(Protocol):
-    """What the executor reads from a stored message (storage's ``MessageDoc``)."""
+    """What the executor reads from a message found for ``!label`` (in memory, or storage's ``MessageDoc``)."""
 
     @property
     def id(self) -> object: ...
@@ -33,21 +31,27 @@ class StoredMessage(Protocol):
     def text(self) -> str: ...
 
 
-class _Flushable(Protocol):
-    async def flush(self) -> None: ...
+class Found(Protocol):
+    """A lookup's answer (``bot.history.reads.Lookup``): the message, or why there is none
+    (``"not_stored"``, ``"too_old"``, ``"unavailable"``)."""
+
+    @property
+    def message(self) -> StoredMessage | None: ...
+    @property
+    def why(self) -> str: ...
+
+
+class MessageFinder(Protocol):
+    """The part of :class:`bot.history.reads.History` ``!label`` uses: recent chat from memory, older from
+    the database within a bounded time."""
+
+    async def find_message(self, channel: str, message_id: str) -> Found: ...
+
+    async def latest_message_of(self, channel: str, user_login: str) -> Found: ...
 
 
 class LabelStore(Protocol):
     """The part of :class:`bot.storage.store.Storage` the commands need."""
-
-    @property
-    def writer(self) -> _Flushable: ...
-
-    async def get_message(self, message_id: str) -> StoredMessage | None: ...
-
-    async def latest_message_by(self, channel: str, user_login: str) -> StoredMessage | None: ...
-
-    async def recent_messages(self, channel: str, limit: int = 50) -> Sequence[StoredMessage]: ...
 
     async def add_labeled_example(
         self,
@@ -79,11 +83,13 @@ class CommandExecutor:
     def __init__(
         self,
         storage: LabelStore,
+        messages: MessageFinder,
         mood: Mood,
         send: Send,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._storage = storage
+        self._messages = messages
         self._mood = mood
         self._send = send
         self._clock = clock
@@ -125,37 +131,27 @@ class CommandExecutor:
             case LabelCommand():
                 await self._label(cmd)
 
-    async def _find_target(self, cmd: LabelCommand) -> StoredMessage | None:
+    async def _find_target(self, cmd: LabelCommand) -> Found:
         line = cmd.line
-        # The message may have arrived moments ago and still sit in the writer's batch: write it out first.
-        await self._storage.writer.flush()
         if cmd.target_message_id is not None:
-            msg = await self._storage.get_message(cmd.target_message_id)
-            # A moderator here labels messages from here only.
-            return msg if msg is not None and msg.channel == line.channel else None
+            return await self._messages.find_message(line.channel, cmd.target_message_id)
         assert cmd.target_user is not None  # the router sets exactly one target
-        msg = await self._storage.latest_message_by(line.channel, cmd.target_user)
-        if msg is not None and str(msg.id) == line.message_id:
-            # "!label hype @me": the command itself is not the message meant; look a little further back.
-            recent = await self._storage.recent_messages(line.channel, limit=_SELF_LABEL_LOOKBACK)
-            msg = next(
-                (m for m in recent if m.user_login == cmd.target_user and str(m.id) != line.message_id),
-                None,
-            )
-        return msg
+        # The user's newest message that is not a command: never "!mood", nor this "!label ... @me" itself.
+        return await self._messages.latest_message_of(line.channel, cmd.target_user)
 
     async def _label(self, cmd: LabelCommand) -> None:
         line = cmd.line
-        msg = await self._find_target(cmd)
+        found = await self._find_target(cmd)
+        msg = found.message
         if msg is None:
-            if cmd.target_user is not None:
-                text = f"no stored message from @{cmd.target_user} in this channel"
-            elif cmd.target_message_id == line.reply_to:
-                text = "that message isn't stored, so it can't be labelled"
-            else:
-                text = f"message {cmd.target_message_id} isn't stored, so it can't be labelled"
-            await self._reply(line, text)
-            log.info("label_target_missing", channel=line.channel, user=cmd.target_user, id=cmd.target_message_id)
+            await self._reply(line, _not_found(cmd, found.why))
+            log.info(
+                "label_target_missing",
+                channel=line.channel,
+                user=cmd.target_user,
+                id=cmd.target_message_id,
+                why=found.why,
+            )
             return
         message_id = str(msg.id)
         await self._storage.add_labeled_example(
@@ -175,3 +171,21 @@ class CommandExecutor:
             message_id=message_id,
             label=cmd.category,
         )
+
+
+def _not_found(cmd: LabelCommand, why: str) -> str:
+    """The reply when ``!label`` finds no message: which one was meant, and why it isn't there."""
+    if why == "unavailable":
+        return "can't look that message up right now: the database isn't answering"
+    if cmd.target_user is not None:
+        if why == "too_old":
+            return (
+                f"@{cmd.target_user} hasn't chatted recently, and older messages take too long to look up:"
+                f" reply to the message with !label {cmd.category}"
+            )
+        return f"no stored message from @{cmd.target_user} in this channel"
+    if why == "too_old":
+        return f"message {cmd.target_message_id} is too old to find quickly"
+    if cmd.target_message_id == cmd.line.reply_to:
+        return "that message isn't stored, so it can't be labelled"
+    return f"message {cmd.target_message_id} isn't stored, so it can't be labelled"

@@ -21,8 +21,9 @@ from bot.commands.router import (
     is_command,
     role_of,
 )
-from bot.config import DEFAULT_CATEGORIES, CommandConfig, CommandsConfig
+from bot.config import DEFAULT_CATEGORIES, CommandConfig, CommandsConfig, HistoryConfig
 from bot.domain import ChatLine, MoodState, Verdict
+from bot.history.reads import History
 from bot.mood.hub import MoodHub
 from bot.mood.publisher import MoodPublisher
 from bot.mood.tracker import MoodTracker
@@ -401,7 +402,8 @@ class TestFormatMood:
 
 
 # ---------------------------------------------------------------------------------------------- the executor
-# These run against the real storage (FerretDB over TCP, the `storage` fixture in tests/conftest.py).
+# These run against the real storage (FerretDB over TCP, the `storage` fixture in tests/conftest.py) and the
+# real in-memory history, fed the way ingest feeds them.
 
 
 class Sent:
@@ -418,17 +420,25 @@ class Sent:
         return [t for _, t, _ in self.messages]
 
 
-def make_executor(storage: Storage, hub: MoodHub | None = None) -> tuple[CommandExecutor, Sent, MoodTracker]:
-    """An executor over real storage and a real mood publisher; replies are recorded, not sent."""
+def make_executor(
+    storage: Storage, hub: MoodHub | None = None, history: History | None = None
+) -> tuple[CommandExecutor, Sent, MoodTracker]:
+    """An executor over real storage, real history and a real mood publisher; replies are recorded, not sent."""
     sent = Sent()
     tracker = MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3, clock=lambda: NOW.timestamp())
     mood = MoodPublisher(tracker, hub or MoodHub())
-    return CommandExecutor(storage, mood, sent, clock=lambda: NOW.timestamp()), sent, tracker
+    history = history if history is not None else History(HistoryConfig(), storage)
+    return CommandExecutor(storage, history, mood, sent, clock=lambda: NOW.timestamp()), sent, tracker
 
 
-def stored(storage: Storage, *lines: ChatLine) -> None:
+def stored(storage: Storage, *lines: ChatLine, history: History | None = None) -> History:
+    """Lines as ingest takes them: to the writer, and into the history's windows (which it returns)."""
+    history = history or History(HistoryConfig(), storage)
     for line in lines:
-        storage.writer.submit(line)
+        command = is_command(line, "!")
+        storage.writer.submit(line, command=command)
+        history.observe(line, command=command)
+    return history
 
 
 class TestExecutor:
@@ -467,10 +477,10 @@ class TestExecutor:
         newest = chat("LETS GOOO", "viewer", sent_at=NOW - timedelta(seconds=5))
         other = chat("meh", "someone", sent_at=NOW - timedelta(seconds=1))
         command = chat("!label hype @Viewer", "mod", MOD, sent_at=NOW)
-        stored(storage, older, newest, other, command)  # not flushed: the executor must see them anyway
+        history = stored(storage, older, newest, other, command)  # not flushed: the executor must see them anyway
         cmd = router().route(command)
         assert isinstance(cmd, LabelCommand)
-        executor, sent, _ = make_executor(storage)
+        executor, sent, _ = make_executor(storage, history=history)
         await executor.execute(cmd)
         assert sent.messages == [(CHANNEL, "labelled @viewer's message as hype", command.message_id)]
         examples = await storage.labeled_examples(channel=CHANNEL)
@@ -483,9 +493,9 @@ class TestExecutor:
     async def test_label_the_message_replied_to_and_relabel(self, storage: Storage) -> None:
         """A reply labels its parent; labelling the same message again replaces the label."""
         parent = chat("this is so sad", "viewer", sent_at=NOW - timedelta(seconds=10))
-        stored(storage, parent)
+        history = stored(storage, parent)
         r = router()
-        executor, sent, _ = make_executor(storage)
+        executor, sent, _ = make_executor(storage, history=history)
         for category in ("funny", "sad"):
             cmd = r.route(chat(f"@viewer !label {category}", "mod", MOD, reply_to=parent.message_id))
             assert isinstance(cmd, LabelCommand)
@@ -496,8 +506,8 @@ class TestExecutor:
 
     async def test_label_by_id(self, storage: Storage) -> None:
         target = chat("KEKW", "viewer", message_id="abc-123", sent_at=NOW - timedelta(seconds=3))
-        stored(storage, target)
-        executor, sent, _ = make_executor(storage)
+        history = stored(storage, target)
+        executor, sent, _ = make_executor(storage, history=history)
         await executor.execute(LabelCommand(chat("!label funny abc-123", "mod", MOD), "funny", None, "abc-123"))
         assert sent.texts == ["labelled @viewer's message as funny"]
         assert await storage.label_counts(CHANNEL) == {"funny": 1}
@@ -505,8 +515,8 @@ class TestExecutor:
     async def test_messages_that_are_not_stored(self, storage: Storage) -> None:
         """Labelling a message that isn't stored says so and stores nothing; so does another channel's message."""
         elsewhere = chat("hi", "viewer", channel="otherchannel", message_id="far-1")
-        stored(storage, elsewhere)
-        executor, sent, _ = make_executor(storage)
+        history = stored(storage, elsewhere)
+        executor, sent, _ = make_executor(storage, history=history)
         mod_line = chat("!label hype", "mod", MOD, reply_to="gone-1")
         await executor.execute(LabelCommand(mod_line, "hype", None, "gone-1"))
         await executor.execute(LabelCommand(chat("!label hype nope", "mod", MOD), "hype", None, "nope"))
@@ -524,10 +534,10 @@ class TestExecutor:
         """`!label love @me` labels my previous message, not the command I just typed."""
         mine = chat("love this community <3", "mod", MOD, sent_at=NOW - timedelta(seconds=20))
         command = chat("!label love @mod", "mod", MOD, sent_at=NOW)
-        stored(storage, mine, command)
+        history = stored(storage, mine, command)
         cmd = router().route(command)
         assert isinstance(cmd, LabelCommand)
-        executor, sent, _ = make_executor(storage)
+        executor, sent, _ = make_executor(storage, history=history)
         await executor.execute(cmd)
         assert sent.texts == ["labelled @mod's message as love"]
         examples = await storage.labeled_examples(channel=CHANNEL)
@@ -550,7 +560,7 @@ class TestExecutor:
                 raise RuntimeError("helix said no")
 
         mood = MoodPublisher(MoodTracker(DEFAULT_CATEGORIES, half_life_s=60, neutral_prior=3), MoodHub())
-        executor = CommandExecutor(storage, mood, flaky_send)
+        executor = CommandExecutor(storage, History(HistoryConfig(), storage), mood, flaky_send)
         with capture_logs() as logs:
             await executor.execute(MoodCommand(chat("!mood")))
             await executor.execute(ResetCommand(chat("!reset", "mod", MOD)))
@@ -559,3 +569,59 @@ class TestExecutor:
         assert failed[0]["command"] == "MoodCommand" and failed[0]["channel"] == CHANNEL
         assert failed[0]["log_level"] == "error"
         assert calls == ["chat mood: neutral (no messages yet)", "chat mood reset: back to neutral"]
+
+
+class TestLabelLookups:
+    """Which message `!label` finds: recent chat from memory, older from the database, never a command."""
+
+    async def test_label_user_skips_their_commands(self, storage: Storage) -> None:
+        """`!label hype @viewer` after the viewer typed `!mood` labels their chat line, never the command
+        (it used to store "!mood" as training data)."""
+        said = chat("LETS GOOO", "viewer", sent_at=NOW - timedelta(seconds=10))
+        asked = chat("!mood", "viewer", sent_at=NOW - timedelta(seconds=5))
+        command = chat("!label hype @viewer", "mod", MOD, sent_at=NOW)
+        history = stored(storage, said, asked, command)
+        cmd = router().route(command)
+        assert isinstance(cmd, LabelCommand)
+        executor, sent, _ = make_executor(storage, history=history)
+        await executor.execute(cmd)
+        assert sent.texts == ["labelled @viewer's message as hype"]
+        examples = await storage.labeled_examples(channel=CHANNEL)
+        assert [(e.prompt, e.message_id) for e in examples] == [("LETS GOOO", said.message_id)]
+
+    async def test_older_messages_come_from_the_database(self, storage: Storage) -> None:
+        """After a restart memory is empty: the user's latest non-command message and a message by id are
+        looked up in the database (commands are marked there too)."""
+        said = chat("so good", "viewer", sent_at=NOW - timedelta(minutes=10))
+        asked = chat("!mood", "viewer", sent_at=NOW - timedelta(minutes=9))
+        other = chat("hmm", "someone", message_id="old-7", sent_at=NOW - timedelta(minutes=8))
+        stored(storage, said, asked, other)
+        await storage.writer.flush()
+        executor, sent, _ = make_executor(storage)  # a fresh history, as after a restart
+        by_user = router().route(chat("!label love @viewer", "mod", MOD))
+        assert isinstance(by_user, LabelCommand)
+        await executor.execute(by_user)
+        await executor.execute(LabelCommand(chat("!label funny old-7", "mod", MOD), "funny", None, "old-7"))
+        assert sent.texts == ["labelled @viewer's message as love", "labelled @someone's message as funny"]
+        examples = await storage.labeled_examples(channel=CHANNEL)
+        assert sorted((e.prompt, e.completion) for e in examples) == [("hmm", "funny"), ("so good", "love")]
+
+    async def test_a_lookup_too_slow_for_the_database_says_so(self, storage: Storage) -> None:
+        """When the user isn't in memory and the database can't find their message within the lookup time
+        (the development database scans for it), the reply says so and how to label it instead."""
+        filler = [
+            {"_id": f"f-{i}", "channel": CHANNEL, "user_id": "x", "user_login": f"u{i % 500}", "user_name": "U",
+             "text": "filler", "sent_at": NOW - timedelta(hours=2), "received_at": NOW, "seq": i}
+            for i in range(20_000)
+        ]  # fmt: skip
+        await storage.db["messages"].insert_many(filler)
+        slow = History(HistoryConfig(lookup_timeout_ms=50), storage)
+        executor, sent, _ = make_executor(storage, history=slow)
+        cmd = router().route(chat("!label hype @quietone", "mod", MOD))
+        assert isinstance(cmd, LabelCommand)
+        await executor.execute(cmd)
+        assert sent.texts == [
+            "@quietone hasn't chatted recently, and older messages take too long to look up:"
+            " reply to the message with !label hype"
+        ]
+        assert await storage.labeled_examples() == []
