@@ -12,9 +12,19 @@ on stderr and ONE JSON object as the last line of stdout.
    Lines come from a self-generated synthetic text log (``[YYYY-MM-DD HH:MM:SS UTC] user: text``),
    parsed before timing starts; if ``../shared/data/chatlogs/hasanabi-2022-11-26.csv`` exists, its
    83k real messages are also pushed through the batched path (``batched_csv_msgs_per_s``).
-2. Fault drill: 500 msg/s arrive (2% of them redelivered, as Twitch delivers at least once) while the
-   server is stopped (SIGTERM) for 10 s and started again on the same port and data folder. Reports what
-   was sent, stored, lost and duplicated, read back from the database afterwards.
+2. Fault drill (``drill``): 500 msg/s arrive at the writer (2% of them redelivered, as Twitch delivers at
+   least once) while the server is stopped (SIGTERM) for 10 s and started again on the same port and data
+   folder. Reports what was sent, stored, lost and duplicated, read back from the database afterwards.
+3. Whole-pipeline drills (``drills``): ``chatmood replay --max-rate 500`` (a separate process: the real
+   CLI, classifier and writer) replays a 20 s JSONL log (2% redelivered lines, 1% commands) while a fault
+   is injected: ``no_fault``; ``db_sigstop_10s`` (FerretDB frozen with SIGSTOP for 10 s: it keeps its
+   connections but answers nothing); ``db_kill9_restart`` (FerretDB killed with SIGKILL, restarted 10 s
+   later); ``chatmood_sigterm`` (the replay gets SIGTERM mid-stream: what it took must be stored);
+   ``chatmood_kill9_rerun`` (the replay is killed with SIGKILL mid-stream, then the log is replayed again:
+   nothing may be missing or stored twice in the end; right after the kill at most the last flush window,
+   about 100 messages at 500 msg/s, may be missing). Each reports ``{name, sent, stored, lost,
+   duplicates}`` (distinct messages sent; read back from the database), and how many stored messages
+   lack their verdict.
 """
 
 from __future__ import annotations
@@ -29,6 +39,7 @@ import os
 import random
 import re
 import resource
+import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -309,12 +320,211 @@ async def drill(
     }
 
 
+# ---- whole-pipeline drills: the real `chatmood replay` in its own process
+
+DRILL_RATE = 500
+DRILL_SECONDS = 20
+FLUSH_WINDOW_S = 0.2
+
+
+def drill_log(path: Path, seconds: int, rate: int, seed: int = 23) -> list[str]:
+    """A JSONL chat log of ``seconds * rate`` lines (2% of them redelivered copies, 1% commands);
+    returns the message ids in file order (repeats included)."""
+    rng = random.Random(seed)
+    ids: list[str] = []
+    with path.open("w", encoding="utf-8") as f:
+        for i in range(seconds * rate):
+            if ids and rng.random() < 0.02:
+                mid = ids[-rng.randint(1, min(len(ids), 50))]  # a redelivery of a recent message
+                n = int(mid.split("-")[1])
+            else:
+                mid, n = f"d-{i:06d}", i
+            text = "!mood" if n % 100 == 50 else " ".join(random.Random(n).choice(WORDS) for _ in range(1 + n % 8))
+            f.write(json.dumps({"message_id": mid, "channel": "drillchannel", "user_login": f"viewer_{n % 300}",
+                                "text": text, "offset": n / rate}) + "\n")  # fmt: skip
+            ids.append(mid)
+    return ids
+
+
+class Replay:
+    """``chatmood replay`` as a child process; notes when it starts taking lines."""
+
+    def __init__(self, cfg_path: Path, log: Path, out_dir: Path, name: str) -> None:
+        self.cmd = [sys.executable, "-m", "bot", "replay", str(log), "--max-rate", str(DRILL_RATE),
+                    "--config", str(cfg_path)]  # fmt: skip
+        self.out_path = out_dir / f"{name}.out"
+        self.err_path = out_dir / f"{name}.err"
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at: float | None = None  # monotonic time of its replay_started log line
+        self._reader: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        self.proc = await asyncio.create_subprocess_exec(
+            *self.cmd, cwd=ROOT, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        self._reader = asyncio.create_task(self._read(), name="drill-replay-output")
+
+    async def _read(self) -> None:
+        assert self.proc is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        err = self.proc.stderr
+
+        async def copy_err() -> None:
+            with self.err_path.open("wb") as f:
+                async for raw in err:
+                    if self.started_at is None and b"replay_started" in raw:
+                        self.started_at = time.monotonic()
+                    f.write(raw)
+
+        async def copy_out() -> None:
+            assert self.proc is not None and self.proc.stdout is not None
+            self.out_path.write_bytes(await self.proc.stdout.read())
+
+        await asyncio.gather(copy_err(), copy_out())
+
+    async def until_started(self, within: float = 120.0) -> float:
+        deadline = time.monotonic() + within
+        while self.started_at is None:
+            if time.monotonic() > deadline or (self.proc and self.proc.returncode is not None):
+                raise RuntimeError(f"replay did not start; see {self.err_path}")
+            await asyncio.sleep(0.02)
+        return self.started_at
+
+    def signal(self, sig: int) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    async def wait(self, within: float = 300.0) -> int:
+        assert self.proc is not None and self._reader is not None
+        rc = await asyncio.wait_for(self.proc.wait(), within)
+        await self._reader
+        return rc
+
+    @property
+    def output(self) -> str:
+        return self.out_path.read_text(encoding="utf-8", errors="replace") if self.out_path.exists() else ""
+
+
+async def stored_ids(url: str, database: str) -> tuple[list[str], int]:
+    """Every stored message id, and how many stored chat lines (not commands) lack a verdict."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(url, serverSelectionTimeoutMS=30_000)
+    try:
+        ids, unclassified = [], 0
+        async for doc in client[database]["messages"].find({}, {"_id": 1, "label": 1, "command": 1}):
+            ids.append(str(doc["_id"]))
+            unclassified += "label" not in doc and not doc.get("command")
+        return ids, unclassified
+    finally:
+        await client.close()
+
+
+def spool_count(spool: Path) -> int:
+    path = spool / "messages.jsonl"
+    if not path.exists():
+        return 0
+    offset = 0
+    pos = spool / "messages.pos"
+    if pos.exists():
+        offset = int(pos.read_text().split()[1])
+    with path.open("rb") as f:
+        f.seek(offset)
+        return sum(1 for line in f if line.strip())
+
+
+async def pipeline_drill(db: DevDb, tmp: Path, name: str, log: Path, ids: list[str]) -> dict[str, Any]:
+    database = f"drill_{name}"
+    spool = tmp / f"spool-{name}"
+    cfg_path = tmp / f"{name}.toml"
+    cfg_path.write_text(
+        f'[storage]\nmongodb_url = "{db.url}"\ndatabase = "{database}"\nspool_dir = "{spool}"\n'
+        '[classifier]\nembedding_model = ""\n[logging]\nformat = "json"\nlevel = "info"\n'
+    )
+    extra: dict[str, Any] = {}
+    replay_ = Replay(cfg_path, log, tmp, name)
+    await replay_.start()
+    started = await replay_.until_started()
+    sent_ids = ids
+    assert db.process is not None
+    if name == "no_fault":
+        rc = await replay_.wait()
+    elif name == "db_sigstop_10s":
+        await asyncio.sleep(max(0.0, started + 4 - time.monotonic()))
+        os.kill(db.process.pid, signal.SIGSTOP)
+        await asyncio.sleep(10)
+        os.kill(db.process.pid, signal.SIGCONT)
+        rc = await replay_.wait()
+    elif name == "db_kill9_restart":
+        await asyncio.sleep(max(0.0, started + 4 - time.monotonic()))
+        await db.astop(kill=True)
+        await asyncio.sleep(10)
+        await db.astart()
+        rc = await replay_.wait()
+    elif name == "chatmood_sigterm":
+        await asyncio.sleep(max(0.0, started + 8 - time.monotonic()))
+        replay_.signal(signal.SIGTERM)
+        rc = await replay_.wait()
+        m = re.search(r"replay interrupted: ([\d,]+) messages taken", replay_.output)
+        taken = int(m[1].replace(",", "")) if m else 0
+        sent_ids = ids[:taken]
+        extra["taken_lines"] = taken
+        extra["spool_left"] = spool_count(spool)
+    elif name == "chatmood_kill9_rerun":
+        await asyncio.sleep(max(0.0, started + 8 - time.monotonic()))
+        replay_.signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        rc = await replay_.wait()
+        # At 500 msg/s from its start: about how many lines it had taken when it was killed.
+        taken = min(len(ids), int((killed_at - started) * DRILL_RATE))
+        after_kill, _ = await stored_ids(db.url, database)
+        persisted = len(set(after_kill)) + spool_count(spool)
+        extra["missing_right_after_kill"] = max(0, len(set(ids[:taken])) - persisted)
+        extra["flush_window_msgs"] = int(DRILL_RATE * FLUSH_WINDOW_S)
+        extra["killed_rc"] = rc
+        rerun = Replay(cfg_path, log, tmp, f"{name}-rerun")
+        await rerun.start()
+        rc = await rerun.wait()
+        extra["rerun_output_tail"] = rerun.output.strip().splitlines()[-2:]
+    else:
+        raise ValueError(name)
+    found, unclassified = await stored_ids(db.url, database)
+    log_text = replay_.err_path.read_text(encoding="utf-8", errors="replace")
+    events = ("storage_too_slow", "storage_unreachable", "storage_recovered", "storage_write_refused")
+    extra["writer_events"] = [e for e in events if f'"{e}"' in log_text]
+    extra["summary"] = [line for line in replay_.output.splitlines() if line.startswith("stored:")]
+    expected = set(sent_ids)
+    distinct = set(found)
+    return {
+        "name": name,
+        "sent": len(expected),
+        "stored": len(found),
+        "lost": len(expected - distinct),
+        "duplicates": len(found) - len(distinct) + len(distinct - expected),
+        "unclassified": unclassified,
+        "rc": rc,
+        **extra,
+    }
+
+
+async def pipeline_drills(tmp: Path, seconds: int) -> list[dict[str, Any]]:
+    log = tmp / "drill.jsonl"
+    ids = drill_log(log, seconds, DRILL_RATE)
+    out = []
+    async with run_devdb(data_dir=tmp / "drill-ferretdb") as db:
+        for name in ("no_fault", "db_sigstop_10s", "db_kill9_restart", "chatmood_sigterm", "chatmood_kill9_rerun"):
+            say(f"drill {name}: chatmood replay at {DRILL_RATE} msg/s, {len(ids)} lines")
+            result = await pipeline_drill(db, tmp, name, log, ids)
+            say(f"  {result}")
+            out.append(result)
+    return out
+
+
 async def main() -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--messages", type=int, default=30_000, help="synthetic lines for the batched path")
     ap.add_argument("--per-message", type=int, default=3_000, help="lines for the one-insert-per-message paths")
     ap.add_argument("--quick", action="store_true", help="small run (CI smoke): fewer lines, shorter drill")
     ap.add_argument("--no-csv", action="store_true", help="skip the shared CSV log even if present")
+    ap.add_argument("--drills-only", action="store_true", help="only the whole-pipeline drills")
     args = ap.parse_args()
     n, n_single = args.messages, args.per_message
     before, down, after = 3.0, 10.0, 4.0
@@ -329,6 +539,9 @@ async def main() -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="chatmood-bench-") as tmp:
         tmpdir = Path(tmp)
+        if args.drills_only:
+            drills = await pipeline_drills(tmpdir, DRILL_SECONDS)
+            return {"drills": drills, "load": [round(x, 2) for x in os.getloadavg()]}
         t0 = time.perf_counter()
         raw = synthetic_log(n + n_single)
         t1 = time.perf_counter()
@@ -361,6 +574,8 @@ async def main() -> dict[str, Any]:
                 result |= {"batched_csv_msgs_per_s": round(rate_c), "csv_messages": len(real)}
             result["drill"] = await drill(db, lines, tmpdir / "spool5", 500, before, down, after)
             say(f"drill: {result['drill']}")
+        result["drills"] = await pipeline_drills(tmpdir, DRILL_SECONDS)
+    result["load"] = [round(x, 2) for x in os.getloadavg()]
     return result
 
 

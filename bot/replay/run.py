@@ -69,6 +69,7 @@ async def cmd_replay(
                     name="replay",
                 )
                 stopping = asyncio.create_task(stop.wait(), name="replay-stop")
+                log.info("replay_started", source=str(path), max_rate=max_rate, speed=speed)
                 try:
                     await asyncio.wait({replaying, stopping}, return_when=asyncio.FIRST_COMPLETED)
                 finally:
