@@ -458,6 +458,10 @@ class MessageWriter:
             ops.extend(self._take_updates(self._batch_size))
         return ops
 
+    def _take_due(self, now: float) -> list[Op]:
+        """Everything that may leave memory now: the ready messages at the front (any number), the updates."""
+        return self._take_inserts(self._ready_count(now, len(self._queue))) + self._take_updates(len(self._updates))
+
     def _take_all(self) -> list[Op]:
         return self._take_inserts(len(self._queue)) + self._take_updates(len(self._updates))
 
@@ -491,8 +495,9 @@ class MessageWriter:
     async def _step(self) -> None:
         now = self._clock()
         if self._stats.spooling:
-            # To disk first, so nothing waits in memory while the write-back talks to the server.
-            if (self._inserts_due(now) or self._updates_due(now)) and not self._spool_memory():
+            # To disk first, so nothing waits in memory while the write-back talks to the server. Only what
+            # is due: a message still within its window may yet get its verdict folded in.
+            if (self._inserts_due(now) or self._updates_due(now)) and not self._spool_or_keep(self._take_due(now)):
                 await asyncio.sleep(1.0)  # the disk refused: do not spin
             if self._clock() >= self._retry_at:
                 await self._write_back_chunk()
