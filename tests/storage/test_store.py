@@ -602,7 +602,8 @@ class TestWriteBack:
             tail = spool_lines(spool_dir)[-20:]
             assert [e["doc"]["_id"] for e in tail] == [f"msg-{i:06d}" for i in range(20)]
             await st.writer.flush()
-            assert await st.count_messages() == 6020
+            assert not st.writer.stats.spooling
+        assert len(await raw_ids(storage_config.mongodb_url.get_secret_value(), storage_config.database)) == 6020
 
 
 class TestDatabaseName:
