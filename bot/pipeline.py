@@ -132,7 +132,7 @@ class Pipeline:
     def summary(self, channels: Iterable[str]) -> list[str]:
         """What a replay or the demo prints at the end: what was stored, and each channel's mood."""
         w = self.storage.writer.stats
-        lines = [f"stored: {w.inserted} new, {w.duplicates} already stored" + _spool_note(w, self.cfg)]
+        lines = [f"stored: {w.inserted} new, {w.duplicates} already stored" + spool_note(w, self.cfg)]
         for channel in sorted(channels):
             s = self.mood.state(channel)
             seen = f"{s.messages} classified" + (f", {s.skipped} skipped" if s.skipped else "")
@@ -140,7 +140,7 @@ class Pipeline:
         return lines
 
 
-def _spool_note(w: WriterStats, cfg: Config) -> str:
+def spool_note(w: WriterStats, cfg: Config) -> str:
     """Why messages still wait in the spool: an unreachable database, or one too slow to answer in time."""
     if not w.spool_pending:
         return ""

@@ -16,8 +16,21 @@ class Path:
 
     seen: list[tuple[str, str]] = field(default_factory=list)
 
-    def submit(self, line: ChatLine) -> None:  # the writer
+    def submit(self, line: ChatLine, *, command: bool = False) -> None:  # the writer
         self.seen.append(("stored", line.message_id))
+        self.commands.append(command)
+
+    commands: list[bool] = field(default_factory=list)  # what the writer was told: a command or not
+
+
+@dataclass
+class Recent:
+    """The in-memory windows of recent chat (history)."""
+
+    path: Path
+
+    def observe(self, line: ChatLine, *, command: bool) -> None:
+        self.path.seen.append(("recent" + (" command" if command else ""), line.message_id))
 
 
 @dataclass
@@ -75,6 +88,22 @@ class TestIngest:
         assert not i.submit(ChatLine("id", "", "1", "u", "u", "hi", chat_line("x").sent_at))
         assert path.seen == [] and i.stats.rejected == 2
 
+    def test_recent_chat_sees_every_message_before_the_command_runs(self) -> None:
+        """The windows !label reads get each message (commands marked) before the command queue does, and
+        the writer is told which lines are commands (stored, never classified)."""
+        path = Path()
+        i = Ingest(writer=path, classifier=Classifier(path), commands=Commands(path), recent=Recent(path))
+        i.submit(chat_line("LETS GO", message_id="a"))
+        i.submit(chat_line("!mood", message_id="b"))
+        assert path.seen == [
+            ("stored", "a"),
+            ("recent", "a"),
+            ("classify", "a"),
+            ("stored", "b"),
+            ("recent command", "b"),
+            ("command", "b"),
+        ]
+        assert path.commands == [False, True]
 
 @dataclass
 class Personas:

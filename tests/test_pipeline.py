@@ -8,8 +8,9 @@ from pathlib import Path
 
 from bot.config import Config, StorageConfig, parse_config
 from bot.outbox import Outgoing
-from bot.pipeline import open_pipeline
+from bot.pipeline import open_pipeline, spool_note
 from bot.storage.documents import MessageDoc
+from bot.storage.writer import WriterStats
 from bot.tasks import supervise
 from tests.fakes.chat import chat_line
 
@@ -46,3 +47,14 @@ class TestPipeline:
             assert [(r.channel, r.reply_to) for r in replies] == [("chan", ask.message_id)]
             assert replies[0].text.startswith("chat mood: hype")
             assert p.summary(["chan"])[0] == f"stored: {len(hype) + 1} new, 0 already stored"
+
+
+class TestSummary:
+    def test_says_why_messages_wait_in_the_spool(self) -> None:
+        """The summary tells an unreachable database from one that is only too slow (a hung or busy server)."""
+        cfg = parse_config({}, {})
+        assert spool_note(WriterStats(spool_pending=0), cfg) == ""
+        down = spool_note(WriterStats(spool_pending=12, last_failure="unreachable"), cfg)
+        assert down == ", 12 waiting in the spool (the database is unreachable; the next start writes them back)"
+        slow = spool_note(WriterStats(spool_pending=3, last_failure="timeout"), cfg)
+        assert "did not answer within 2000 ms" in slow and "unreachable" not in slow
