@@ -59,6 +59,7 @@ import bot.storage.store as store_module  # noqa: E402
 from bot.commands.router import LabelCommand  # noqa: E402
 from bot.config import Config, parse_config  # noqa: E402
 from bot.domain import ChatLine, Verdict  # noqa: E402
+from bot.errors import StorageError  # noqa: E402
 from bot.outbox import log_only  # noqa: E402
 from bot.pipeline import Pipeline, open_pipeline  # noqa: E402
 from bot.replay.pacing import replay  # noqa: E402
@@ -227,6 +228,7 @@ class Soak:
         self.baseline = baseline
         self.next_snapshot = clock.now + SNAPSHOT_EVERY_S
         self.base_url = ""
+        self.failed_labels = 0
 
     @property
     def stored(self) -> int:
@@ -300,7 +302,11 @@ class Soak:
             t = time.perf_counter()
             if self.baseline:  # the old executor: flush the writer, then ask the database
                 await st.writer.flush()
-                msg = await st.latest_message_by(CHANNEL, user)
+                try:
+                    msg = await st.latest_message_by(CHANNEL, user)
+                except StorageError:  # the old design gave up at the socket timeout (30 s): a failed !label
+                    self.failed_labels += 1
+                    msg = None
                 if msg is not None:
                     await st.add_labeled_example(
                         prompt=msg.text,
@@ -357,6 +363,7 @@ class Soak:
             "label_samples": len(labels),
             "api_samples": len(api),
             "api_failed": failed,
+            "label_failed": self.failed_labels,
         }
 
 
@@ -452,6 +459,7 @@ def level_record(soak: Soak, start: tuple[int, int], end: tuple[int, int], secon
         "query_costs_ms": costs,
         "samples": {"label": measured["label_samples"], "api": measured["api_samples"]},
         "api_failed": measured["api_failed"],
+        "label_failed": measured["label_failed"],
     }
 
 
