@@ -2,7 +2,7 @@
 
 A valid file is applied to the running process without dropping connections (log
 level, mood smoothing, commands, categories' colours, channels and bots); parts that
-need a restart (database, overlay address, models) are named in the log. An invalid
+need a restart (database, overlay address, models, history sizes) are named in the log. An invalid
 file is rejected with its reasons logged, and the old config keeps running.
 """
 
@@ -23,7 +23,7 @@ log = structlog.get_logger(__name__)
 ApplyFn = Callable[[Config, Config], Awaitable[None]]
 
 # Sections that only take effect at the next start.
-RESTART_ONLY = ("storage", "overlay", "classifier")
+RESTART_ONLY = ("storage", "overlay", "classifier", "history")
 
 
 def restart_needed(old: Config, new: Config) -> list[str]:
