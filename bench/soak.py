@@ -10,8 +10,9 @@ through the replay path (``bot.replay.pacing.replay`` into ``Ingest.submit``) wi
 channel, 20,000 viewers of whom a few talk most (Zipf), about 1% commands. A simulated clock advances 50 ms
 per message (a busy channel's 20 msg/s), so mood snapshots accumulate as they would over the stream's real
 duration (a million messages is about 14 hours of chat, 5,000 snapshots). Lines are fed as fast as the
-pipeline takes them: whenever the writer holds more than two batches (in memory or in the spool) or the
-classifier is 500 behind, the feed waits (the sustained rate, not a growing backlog).
+pipeline takes them: whenever the writer holds more than two batches in memory or is writing a spool back
+(the database did not answer within server_timeout_ms), or the classifier is 500 behind, the feed waits
+(the sustained rate, not a growing backlog; ``spooled`` says how often the spool was needed).
 
 At each level (100k, 500k, 1M stored) it reports, over the stretch since the previous level:
 
@@ -240,15 +241,19 @@ class Soak:
         return w.verdicts_inline + w.verdicts_applied if not self.baseline else w.verdicts_applied
 
     async def snapshots_due(self) -> None:
-        while self.clock.now >= self.next_snapshot:
+        """The snapshots the pipeline's 10 s loop would have taken while this chunk's time passed."""
+        now = self.clock.now
+        while now >= self.next_snapshot:
+            self.clock.now = self.next_snapshot  # each in its own bucket
             await self.p.save_snapshot(CHANNEL)
             self.next_snapshot += SNAPSHOT_EVERY_S
+        self.clock.now = now
 
     async def backpressure(self) -> None:
         w = self.p.storage.writer
         batch = self.p.cfg.storage.batch_size
         while (  # noqa: ASYNC110 - polls counters: sustained rate, never a growing spool or backlog
-            w.stats.buffered > 2 * batch or w.stats.spool_pending > 2 * batch or self.p.classifier.pending > 500
+            w.stats.buffered > 2 * batch or w.stats.spooling or self.p.classifier.pending > 500
         ):
             await asyncio.sleep(0.002)
 

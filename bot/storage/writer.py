@@ -500,7 +500,11 @@ class MessageWriter:
             if (self._inserts_due(now) or self._updates_due(now)) and not self._spool_or_keep(self._take_due(now)):
                 await asyncio.sleep(1.0)  # the disk refused: do not spin
             if self._clock() >= self._retry_at:
-                await self._write_back_chunk()
+                # Chunks back to back for up to one window while the database takes them, so the spool
+                # catches up with what keeps arriving; then the next step spools what became due.
+                deadline = self._clock() + self._interval
+                while await self._write_back_chunk() and self._stats.spooling and self._clock() < deadline:
+                    pass
             return
         ops = self._take_batch(now)
         if ops:
