@@ -108,6 +108,11 @@ def cpu_s(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def db_mb(data_dir: Path, database: str) -> float:
+    """One database's SQLite files (with its write-ahead log) in FerretDB's folder."""
+    return round(sum(f.stat().st_size for f in data_dir.glob(f"{database}.sqlite*")) / 2**20, 1)
+
+
 def du_mb(path: Path) -> float:
     return round(sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20, 1)
 
@@ -223,6 +228,7 @@ def config(db: DevDb, database: str, spool: Path, baseline: bool) -> Config:
 class Soak:
     def __init__(self, db: DevDb, p: Pipeline, chat: Chat, clock: SimClock, baseline: bool) -> None:
         self.db = db
+        self.database = p.storage.database
         self.p = p
         self.chat = chat
         self.clock = clock
@@ -455,7 +461,7 @@ def level_record(soak: Soak, start: tuple[int, int], end: tuple[int, int], secon
         "db_rss_mb": rss_mb(db.process.pid) if db.process else None,
         "mood_api_p95_ms": measured["mood_api_p95_ms"],
         "stored_msgs_per_s": round((end[0] - start[0]) / seconds) if seconds > 0 else None,
-        "disk_mb_per_million": round(du_mb(data_dir) / stored * 1e6, 1) if stored else None,
+        "disk_mb_per_million": round(db_mb(data_dir, soak.database) / stored * 1e6, 1) if stored else None,
         "verdicts_inline": stats.verdicts_inline,
         "verdicts_late": stats.verdicts_late,
         "spooled": stats.spooled,
@@ -532,7 +538,6 @@ async def main() -> dict[str, Any]:
                 baseline_samples = max(3, args.samples // 10)  # each baseline sample scans the collection
                 [result["baseline"]] = await run_design(db, tmp, [args.baseline_stored], True, baseline_samples,
                                                         costs=False)  # fmt: skip
-                result["baseline"]["disk_mb_per_million"] = None  # shares the server's folder
             result["levels"] = await run_design(
                 db, tmp, levels, False, args.samples, costs=not args.no_query_costs, scans_at=args.scan_costs_at
             )
