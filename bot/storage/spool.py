@@ -249,8 +249,10 @@ class Spool:
 
     def advance(self, offset: int, written: int) -> None:
         """Everything before ``offset`` is in the database: save the position (atomically, durably)."""
-        self._offset = offset
         self.pending = max(0, self.pending - written)
+        if offset == self._offset:
+            return
+        self._offset = offset
         try:
             inode = self.path.stat().st_ino
             tmp = self.position_path.with_suffix(".pos.tmp")
