@@ -14,7 +14,7 @@ FERRETDB_MODULE := .tools/ferretdb-module
 CHROMIUM   ?= /usr/bin/chromium
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test bench lint clean models static chromium twitch-cli
+.PHONY: setup demo test bench bench-soak lint clean models static chromium twitch-cli
 
 setup: $(STAMP) $(FERRETDB) twitch-cli models static chromium
 
@@ -59,6 +59,11 @@ bench: setup
 	$(PY) bench/ingest.py
 	$(PY) bench/classify.py
 	$(PY) bench/latency.py
+	$(PY) bench/devdb.py
+
+# The dev database filled to a million messages through the pipeline (tens of minutes; 1.5 GB in /tmp).
+bench-soak: setup
+	nice $(PY) bench/soak.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot tests bench tools
