@@ -60,6 +60,7 @@ bench: setup
 	$(PY) bench/classify.py
 	$(PY) bench/latency.py
 	$(PY) bench/devdb.py
+	$(PY) bench/persona.py
 
 # The dev database filled to a million messages through the pipeline (tens of minutes; 1.5 GB in /tmp).
 bench-soak: setup
