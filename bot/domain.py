@@ -35,6 +35,40 @@ def clean_text(text: str) -> str:
     return text
 
 
+def storable(value: str) -> bool:
+    """Whether ``value`` can be stored and printed as it is: no NUL and no lone surrogate (valid UTF-8)."""
+    if "\x00" in value:
+        return False
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def printable(text: str) -> str:
+    """``text`` safe to write to any UTF-8 stream: lone surrogates (from a file name that isn't UTF-8, say)
+    are shown as ``\\udcxx`` escapes instead of raising ``UnicodeEncodeError`` mid-report."""
+    if text.isascii():
+        return text
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class UnstorableField(ValueError):
+    """A :class:`ChatLine` id, login or channel holds a NUL or a lone surrogate: no database can store it, and
+    unlike text it can't be repaired without becoming a different id, so the line is refused (``field`` names it)."""
+
+    def __init__(self, field: str, value: str) -> None:
+        self.field = field
+        super().__init__(f"{field} {value!r} cannot be stored (it holds a NUL or a lone surrogate)")
+
+
+#: The ChatLine fields that identify something; they are refused, never repaired, when unstorable.
+ID_FIELDS = ("message_id", "channel", "channel_id", "user_id", "user_login", "reply_to")
+
+
 def _shift_spans(raw: str, emotes: tuple[EmoteSpan, ...]) -> tuple[EmoteSpan, ...]:
     """Emote spans of ``raw`` moved onto ``raw`` without its NUL characters; spans that no longer fit go."""
     nuls = [i for i, ch in enumerate(raw) if ch == "\x00"]
@@ -82,7 +116,8 @@ class SeenIds:
 def synthetic_message_id(channel: str, sent_at: datetime, user: str, text: str, position: int) -> str:
     """A deterministic id for logs that carry none, so replaying a file twice stores nothing new."""
     key = "\x1f".join((channel.lower(), sent_at.astimezone(UTC).isoformat(), user.lower(), text, str(position)))
-    return "syn-" + hashlib.blake2b(key.encode("utf-8"), digest_size=16).hexdigest()
+    # surrogatepass: a lone surrogate in the text (ChatLine cleans it later) must not stop the id being made.
+    return "syn-" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +146,19 @@ class ChatLine:
     channel_id: str = ""  # broadcaster user id, when known
 
     def __post_init__(self) -> None:
+        """Decide once, at the edge, what odd text becomes: text and display name are cleaned (see
+        :func:`clean_text`); an unstorable id, login or channel raises :class:`UnstorableField`; unstorable
+        badge names and emote ids are dropped (they only decorate a message)."""
         if self.sent_at.tzinfo is None:
             raise ValueError("ChatLine.sent_at must be timezone-aware")
+        for name in ID_FIELDS:
+            value = getattr(self, name)
+            if value is not None and not storable(value):
+                raise UnstorableField(name, value)
+        if not all(storable(b) for b in self.badges):
+            object.__setattr__(self, "badges", frozenset(b for b in self.badges if storable(b)))
+        if not all(storable(e.emote_id) for e in self.emotes):
+            object.__setattr__(self, "emotes", tuple(e for e in self.emotes if storable(e.emote_id)))
         text = clean_text(self.text)
         if text != self.text:
             if self.emotes:

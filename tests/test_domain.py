@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.domain import ChatLine, EmoteSpan, SeenIds, clean_text
+from bot.domain import ChatLine, EmoteSpan, SeenIds, UnstorableField, clean_text, printable, synthetic_message_id
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -40,6 +40,38 @@ class TestCleanText:
     def test_naive_time_is_refused(self) -> None:
         with pytest.raises(ValueError, match="timezone-aware"):
             ChatLine("m", "c", "1", "u", "u", "x", datetime(2026, 1, 1))
+
+
+class TestUnstorableIds:
+    """An id, login or channel that no database can store (lone surrogate, NUL) is refused, naming the field;
+    text is repaired instead, and badges and emote ids that can't be stored are dropped."""
+
+    @pytest.mark.parametrize("field", ["message_id", "channel", "channel_id", "user_id", "user_login", "reply_to"])
+    @pytest.mark.parametrize("bad", ["x\ud83d", "\udc00", "a\x00b"])
+    def test_each_id_field_is_refused_by_name(self, field: str, bad: str) -> None:
+        values: dict[str, object] = {
+            "message_id": "m1", "channel": "chan", "user_id": "1", "user_login": "viewer",
+            "user_name": "Viewer", "text": "hi", "sent_at": AT, "reply_to": "p1", "channel_id": "9",
+        }
+        values[field] = bad
+        with pytest.raises(UnstorableField, match=field) as err:
+            ChatLine(**values)  # type: ignore[arg-type]
+        assert err.value.field == field and isinstance(err.value, ValueError)
+        str(err.value).encode("utf-8")  # the reason itself is printable
+
+    def test_odd_badges_and_emote_ids_are_dropped_not_fatal(self) -> None:
+        got = ChatLine("m1", "chan", "1", "viewer", "Viewer", "Kappa hi", AT,
+                       badges=frozenset({"vip", "b\ud800"}), emotes=(EmoteSpan("e\udfff", 0, 5), EmoteSpan("25", 0, 5)))
+        assert got.badges == frozenset({"vip"}) and got.emotes == (EmoteSpan("25", 0, 5),)
+
+    def test_synthetic_ids_take_text_with_a_lone_surrogate(self) -> None:
+        a = synthetic_message_id("chan", AT, "u", "hi \ud83d", 1)
+        assert a == synthetic_message_id("chan", AT, "u", "hi \ud83d", 1)
+        assert a != synthetic_message_id("chan", AT, "u", "hi", 1)
+
+    def test_printable_escapes_what_a_utf8_stream_cannot_take(self) -> None:
+        assert printable("ok é") == "ok é"
+        assert printable("log-\udcff.json") == "log-\\udcff.json"
 
 
 class TestSeenIds:

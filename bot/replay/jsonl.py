@@ -12,6 +12,7 @@ import structlog
 
 from bot.domain import ChatLine, synthetic_message_id
 from bot.replay.parsed import (
+    LOGIN,
     REPLAY_EPOCH,
     ParsedLog,
     as_int,
@@ -39,6 +40,8 @@ def _jsonl_line(obj: object, lineno: int, override: str | None) -> ChatLine:
     if not isinstance(channel_raw, str) or not channel_raw.strip():
         raise ValueError("'channel' is missing (or pass --channel)")
     channel = channel_raw.strip().lstrip("#").lower()
+    if not LOGIN.fullmatch(channel):
+        raise ValueError(f"'channel' {channel_raw!r} is not a Twitch login (1-25 of a-z, 0-9, _)")
     if "sent_at" in obj:
         sent_at = parse_time(obj["sent_at"])
     elif isinstance(obj.get("offset"), int | float) and not isinstance(obj.get("offset"), bool):
@@ -76,8 +79,8 @@ def _jsonl_line(obj: object, lineno: int, override: str | None) -> ChatLine:
 
 
 def parse_jsonl(parsed: ParsedLog) -> Iterator[ChatLine]:
-    for lineno, raw in physical_lines(parsed.path):
-        if raw is None:
+    for lineno, raw, utf8 in physical_lines(parsed.path):
+        if not utf8:
             parsed.bad(lineno, "not UTF-8")
             continue
         if not raw.strip():

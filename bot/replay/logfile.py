@@ -75,14 +75,14 @@ def _sniff(path: Path) -> tuple[LogFormat, list[str]]:
     seen: list[str] = []
     votes: dict[LogFormat, int] = {"justlog": 0, "chatterino": 0, "jsonl": 0}
     first: str | None = None
-    undecodable = 0
-    for _, text in physical_lines(path):
-        if text is None:
-            undecodable += 1
-            continue
+    clean = 0  # significant lines that were UTF-8
+    # Lines that aren't UTF-8 are looked at with the bad bytes replaced: one bad byte in a one-line rechat
+    # file must not hide its format (text formats refuse such lines later, one by one).
+    for _, text, utf8 in physical_lines(path):
         stripped = text.strip()
         if not stripped:
             continue
+        clean += utf8
         seen.append(stripped)
         if stripped.startswith("#"):
             continue
@@ -109,7 +109,7 @@ def _sniff(path: Path) -> tuple[LogFormat, list[str]]:
                 pass
         if len(seen) >= _SNIFF_LINES:
             break
-    if first is None and undecodable:
+    if first is not None and not clean:
         raise ReplayError(f"{path}: not a text file (not UTF-8); expected a chat log")
     if first is None:
         raise ReplayError(f"{path}: the file is empty (no chat lines): nothing to replay")

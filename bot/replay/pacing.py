@@ -88,6 +88,7 @@ class ReplayStats:
     source: str | None = None
     channel: str | None = None
     unit: str = "line"
+    repaired_lines: tuple[int, ...] = ()  # lines kept with bytes that weren't UTF-8 replaced by U+FFFD
 
     @property
     def rate(self) -> float:
@@ -176,6 +177,7 @@ async def replay(
         source=str(parsed.path) if parsed else None,
         channel=parsed.channel if parsed else None,
         unit=parsed.unit if parsed else "line",
+        repaired_lines=tuple(parsed.repaired_lines) if parsed else (),
     )
     log.info(
         "replay_finished",
@@ -240,4 +242,12 @@ def format_summary(stats: ReplayStats, *, max_problems: int = 10) -> str:
         out.append(f"  {stats.unit} {p.where}: {p.reason}")
     if stats.malformed > min(len(stats.problems), max_problems):
         out.append(f"  ... and {stats.malformed - min(len(stats.problems), max_problems):,} more")
+    repaired = stats.repaired_lines
+    if repaired:
+        shown = ", ".join(str(n) for n in repaired[:max_problems])
+        more = f" and {len(repaired) - max_problems:,} more" if len(repaired) > max_problems else ""
+        out.append(
+            f"  {len(repaired):,} line(s) held bytes that aren't UTF-8, replayed with U+FFFD in their"
+            f" place: line {shown}{more}"
+        )
     return "\n".join(out)

@@ -90,6 +90,8 @@ class ParsedLog:
         self.total_hint = total_hint  # messages (rechat) or physical lines (the rest): for an ETA
         self.malformed = 0
         self.problems: list[Problem] = []
+        # Physical lines whose bytes weren't UTF-8 but were kept, the bad bytes replaced by U+FFFD (rechat).
+        self.repaired_lines: list[int] = []
         self.lines = LogLines(self, iter(()))
 
     def bad(self, where: int, reason: str) -> None:
@@ -128,16 +130,32 @@ class LogLines(Iterator[ChatLine]):
             close()
 
 
-def physical_lines(path: Path) -> Iterator[tuple[int, str | None]]:
-    """(line number, text without line ending), text None where the bytes aren't UTF-8."""
+def physical_lines(path: Path) -> Iterator[tuple[int, str, bool]]:
+    """(line number, text without line ending, whether the bytes were UTF-8). Bytes that aren't UTF-8 are
+    replaced by U+FFFD in the text; each format decides whether such a line is still usable."""
     try:
         with path.open("rb") as f:
             for lineno, raw in enumerate(f, 1):
                 if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
                     raw = raw[3:]
                 try:
-                    yield lineno, raw.decode("utf-8").rstrip("\r\n")
+                    yield lineno, raw.decode("utf-8").rstrip("\r\n"), True
                 except UnicodeDecodeError:
-                    yield lineno, None
+                    yield lineno, raw.decode("utf-8", "replace").rstrip("\r\n"), False
     except OSError as exc:
         raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+
+
+def decode_replacing(raw: bytes) -> tuple[str, list[int]]:
+    """``raw`` as text, bytes that aren't UTF-8 replaced by U+FFFD, and the (1-based) lines that held such bytes."""
+    try:
+        return raw.decode("utf-8"), []
+    except UnicodeDecodeError:
+        pass
+    bad: list[int] = []
+    for lineno, line in enumerate(raw.split(b"\n"), 1):  # 0x0A is never part of a multi-byte UTF-8 sequence
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            bad.append(lineno)
+    return raw.decode("utf-8", "replace"), bad

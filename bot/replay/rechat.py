@@ -17,6 +17,7 @@ from bot.replay.parsed import (
     ParsedLog,
     as_int,
     badges_from,
+    decode_replacing,
     emote_spans,
     is_blank,
     normalise_channel,
@@ -29,10 +30,14 @@ log = structlog.get_logger(__name__)
 
 def open_rechat(path: Path, override: str | None) -> ParsedLog:
     try:
-        data: object = json.loads(path.read_bytes().removeprefix(b"\xef\xbb\xbf"))
+        raw = path.read_bytes().removeprefix(b"\xef\xbb\xbf")
     except OSError as exc:
         raise ReplayError(f"{path}: cannot read: {exc.strerror or exc}") from exc
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError
+    # One bad byte must not cost the whole file: it becomes U+FFFD and its line is counted (``repaired_lines``).
+    text, repaired = decode_replacing(raw)
+    try:
+        data: object = json.loads(text)
+    except ValueError as exc:  # JSONDecodeError
         raise ReplayError(f"{path}: looks like rechat JSON but is not valid JSON: {exc}") from exc
     meta: dict[str, object] = {}
     names: list[object] = []
@@ -62,6 +67,9 @@ def open_rechat(path: Path, override: str | None) -> ParsedLog:
     except ValueError:
         recorded = None
     parsed = ParsedLog(path, "rechat", channel, len(elements) - first)
+    parsed.repaired_lines = repaired
+    if repaired:
+        log.warning("replay_bytes_replaced", path=str(path), lines=len(repaired), first_lines=repaired[:10])
     parsed.lines = LogLines(parsed, _parse_rechat(parsed, elements, first, channel, recorded))
     return parsed
 

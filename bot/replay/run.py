@@ -16,7 +16,7 @@ from typing import TextIO
 import structlog
 
 from bot.config import Config
-from bot.domain import ChatLine
+from bot.domain import ChatLine, printable
 from bot.outbox import log_only
 from bot.pipeline import open_pipeline
 from bot.replay.logfile import open_log
@@ -79,9 +79,10 @@ async def cmd_replay(
                 if not stop.is_set():
                     stats = replaying.result()
                     await p.settle(channels)
-                    print(format_summary(stats), file=out)
+                    # Whatever a log held (a file name that isn't UTF-8), the report never dies printing it.
+                    print(printable(format_summary(stats)), file=out)
                     for line in p.summary(channels):
-                        print(line, file=out)
+                        print(printable(line), file=out)
                     return 0
                 log.warning("replay_interrupted", submitted=submitted)
                 # What was taken is classified if that is quick; storage's close then writes everything
@@ -91,9 +92,9 @@ async def cmd_replay(
                         await p.classifier.drain()
                         await p.commands.join()
         # The pipeline is closed: the writer's figures are final.
-        print(f"replay interrupted: {submitted:,} messages taken from {path.name}", file=out)
+        print(printable(f"replay interrupted: {submitted:,} messages taken from {path.name}"), file=out)
         for line in p.summary(channels):
-            print(line, file=out)
+            print(printable(line), file=out)
         return INTERRUPTED
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -69,8 +69,8 @@ def _clock(value: str) -> timedelta:
 
 def parse_text(parsed: ParsedLog, day: date) -> Iterator[ChatLine]:
     previous: timedelta | None = None
-    for lineno, raw in physical_lines(parsed.path):
-        if raw is None:
+    for lineno, raw, utf8 in physical_lines(parsed.path):
+        if not utf8:
             parsed.bad(lineno, "not UTF-8")
             continue
         line = raw.strip()
@@ -108,12 +108,17 @@ def parse_text(parsed: ParsedLog, day: date) -> Iterator[ChatLine]:
         user = match["user"]
         login = (match["login"] or user).lower()
         channel = channel.lower()
-        yield ChatLine(
-            message_id=synthetic_message_id(channel, sent_at, login, text, lineno),
-            channel=channel,
-            user_id="",
-            user_login=login,
-            user_name=user,
-            text=text,
-            sent_at=sent_at,
-        )
+        try:
+            chat = ChatLine(
+                message_id=synthetic_message_id(channel, sent_at, login, text, lineno),
+                channel=channel,
+                user_id="",
+                user_login=login,
+                user_name=user,
+                text=text,
+                sent_at=sent_at,
+            )
+        except ValueError as exc:  # a user name holding a NUL (UnstorableField)
+            parsed.bad(lineno, str(exc))
+            continue
+        yield chat

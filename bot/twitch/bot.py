@@ -39,7 +39,7 @@ from twitchAPI.type import AuthScope, EventSubSubscriptionError, TwitchAPIExcept
 
 from bot import domain
 from bot.config import BotConfig, TwitchConfig
-from bot.domain import SeenIds
+from bot.domain import SeenIds, UnstorableField
 from bot.errors import AuthError, AuthRejected, TwitchError
 from bot.tasks import TaskSet
 from bot.twitch.auth import AuthClient, checked_tokens, oauth_base
@@ -457,7 +457,11 @@ class TwitchBot:
         event = payload.get("event") or {}
         try:
             if sub_type == "channel.chat.message":
-                line = chat_line_from_event(event, metadata)
+                try:
+                    line = chat_line_from_event(event, metadata)
+                except UnstorableField as e:  # an id no database can store: this message alone is dropped
+                    log.warning("chat_message_refused", bot=self.name, message_id=mid, field=e.field, reason=str(e))
+                    return
                 if line.channel not in self._live:
                     return  # after offline, chat is no longer read
                 if line.user_id == self.user_id:

@@ -362,3 +362,65 @@ class TestSharedRechat:
         assert sum(len(x.emotes) for x in lines) > 400
         for x in lines:
             assert [x.text[e.begin : e.end] for e in x.emotes] == fragments[x.message_id]
+
+
+class TestHostileInput:
+    """Lone surrogates (a ``\\ud83d`` JSON escape without its pair), NUL and bad bytes are decided once, at the
+    edge: text keeps a U+FFFD, an id that can't be stored refuses its line (with the line number and the field),
+    and nothing raises."""
+
+    def _jsonl(self, **over: object) -> str:
+        obj: dict[str, object] = {"channel": "den", "user_login": "a", "text": "ok", "offset": 1, **over}
+        return json.dumps(obj)  # ensure_ascii: lone surrogates are written as \ud83d escapes, as in the wild
+
+    def test_jsonl_ids_that_cannot_be_stored_refuse_their_line_only(self, tmp_path: Path) -> None:
+        rows = [
+            self._jsonl(message_id="good-1"),
+            self._jsonl(message_id="bad\ud83d"),
+            self._jsonl(user_login="lo\udc00gin"),
+            self._jsonl(reply_to="\ud83d"),
+            self._jsonl(channel_id="9\udfff"),
+            self._jsonl(channel="den\ud83d"),
+            self._jsonl(message_id="good-2", text="half an emoji \ud83d", user_name="Na\udc00me"),
+            self._jsonl(message_id="nul\u0000id"),
+        ]
+        lines, problems, _ = parse(write(tmp_path, "s.jsonl", "\n".join(rows) + "\n"))
+        assert [x.message_id for x in lines] == ["good-1", "good-2"]
+        assert lines[1].text == "half an emoji \ufffd" and lines[1].user_name == "Na\ufffdme"
+        assert [p.where for p in problems] == [2, 3, 4, 5, 6, 8]
+        for p, name in zip(problems, ["message_id", "user_login", "reply_to", "channel_id", "'channel'", "message_id"],
+                           strict=True):
+            assert name in p.reason
+            p.reason.encode("utf-8")  # printable: the summary never raises UnicodeEncodeError
+
+    def test_rechat_comment_with_an_unstorable_id_is_refused_by_index(self, tmp_path: Path) -> None:
+        def comment(cid: str, name: str = "lynx", body: str = "hi") -> dict[str, object]:
+            return {"_id": cid, "created_at": "2024-01-01T00:00:00Z",
+                    "commenter": {"name": name, "_id": "1"}, "message": {"body": body}}
+
+        comments = [comment("c1"), comment("c\ud83d"), comment("c3", name="ly\udc00nx"), comment("c4", body="\ud83d!")]
+        data = {"streamer": {"name": "den"}, "comments": comments}
+        lines, problems, _ = parse(write(tmp_path, "r.json", json.dumps(data)))
+        assert [x.message_id for x in lines] == ["c1", "c4"] and lines[1].text == "\ufffd!"
+        assert [(p.where, p.reason.split()[0]) for p in problems] == [(1, "message_id"), (2, "user_login")]
+
+    def test_text_log_user_with_nul_is_refused_not_raised(self, tmp_path: Path) -> None:
+        content = b"[2024-01-01 10:00:00 UTC] a\x00b: hi\n[2024-01-01 10:00:01 UTC] fine: ok\n"
+        lines, problems, _ = parse(write(tmp_path, "n.txt", content), "den")
+        assert [x.user_login for x in lines] == ["fine"]
+        assert [(p.where, p.reason.split()[0]) for p in problems] == [(1, "user_login")]
+
+    def test_rechat_with_one_bad_byte_is_replayed_and_the_line_counted(self, tmp_path: Path) -> None:
+        raw = (DATA / "rechat_small.json").read_bytes().replace(b"hello Kappa world", b"hello Kappa w\xffrld", 1)
+        with open_log(write(tmp_path, "bad-byte.json", raw)) as log:
+            lines = list(log)
+            assert log.format == "rechat" and len(lines) == 5
+            assert lines[0].text == "hello Kappa w\ufffdrld Kappa"
+            bad_line = raw[: raw.index(b"\xff")].count(b"\n") + 1
+            assert log.repaired_lines == [bad_line]
+
+    def test_one_line_rechat_with_a_bad_byte_is_not_called_binary(self, tmp_path: Path) -> None:
+        comment = b'{"_id": "c1", "created_at": "2024-01-01T00:00:00Z", "commenter": {"name": "x"}, '
+        raw = b"[" + comment + b'"message": {"body": "caf\xe9"}}]'
+        with open_log(write(tmp_path, "compact.json", raw), "den") as log:
+            assert [x.text for x in log] == ["caf\ufffd"] and log.repaired_lines == [1]

@@ -1,18 +1,23 @@
-"""``chatmood replay`` end to end: a signal stops it cleanly, and nothing it took is lost."""
+"""``chatmood replay`` end to end: a real FerretDB, the real classifier (cold-start head). A signal stops it
+cleanly and nothing it took is lost; hostile logs cost only their bad lines; the report it prints never fails."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import re
 import signal
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest_asyncio
 from pymongo import AsyncMongoClient
+from structlog.testing import capture_logs
 
-from bot.config import StorageConfig, load_config
+from bot.config import Config, StorageConfig, load_config
 from bot.replay.run import INTERRUPTED, cmd_replay
 from bot.storage.devdb import DevDb
 
@@ -70,3 +75,91 @@ class TestSignals:
             assert classified == await messages.count_documents({"command": {"$ne": True}})
         finally:
             await client.close()
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def db(ferretdb: DevDb, storage_config: StorageConfig) -> AsyncIterator[Any]:
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
+    try:
+        yield client[storage_config.database]
+    finally:
+        await client.close()
+
+
+def config(tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig) -> Config:
+    path = tmp_path / "bots.toml"
+    path.write_text(
+        f'[storage]\nmongodb_url = "{ferretdb.url}"\ndatabase = "{storage_config.database}"\n'
+        '[classifier]\nembedding_model = ""\n',
+        encoding="utf-8",
+    )
+    return load_config(path, {})
+
+
+def row(n: int, text: str, *, user: str = "viewer", **over: object) -> str:
+    obj: dict[str, object] = {"message_id": f"m{n}", "channel": "den", "user_login": user, "text": text,
+                              "sent_at": f"2024-01-01T10:00:{n % 60:02d}Z", **over}
+    return json.dumps(obj)  # lone surrogates become \udxxx escapes, as a hostile log writes them
+
+
+def strict_stdout() -> io.TextIOWrapper:
+    """Like a real stdout: UTF-8 with strict errors, so printing a lone surrogate raises."""
+    return io.TextIOWrapper(io.BytesIO(), encoding="utf-8", errors="strict", write_through=True)
+
+
+def printed(out: io.TextIOWrapper) -> str:
+    buffer = out.buffer
+    assert isinstance(buffer, io.BytesIO)
+    return buffer.getvalue().decode("utf-8")
+
+
+class TestHostileLog:
+    """One line with an id or channel no database can store costs only itself: its neighbours are stored and
+    classified, the line is reported with its number, and the summary prints."""
+
+    async def test_unstorable_ids_and_channel_cost_only_their_line(
+        self, tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig, db: Any
+    ) -> None:
+        rows = [row(n, f"message number {n} KEKW") for n in range(1, 41)]
+        rows[9] = row(10, "bad id", message_id="m10\ud83d")
+        rows[19] = row(20, "bad channel", channel="den\ud83d")
+        rows[29] = row(30, "half an emoji \ud83d")  # text: kept, with U+FFFD
+        log = tmp_path / "hostile.jsonl"
+        log.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        out = strict_stdout()
+        with capture_logs() as logs:
+            assert await cmd_replay(config(tmp_path, ferretdb, storage_config), log, max_rate=10_000, out=out) == 0
+        text = printed(out)
+        assert "replayed 38 messages" in text and "2 malformed" in text
+        assert "line 10: message_id 'm10\\ud83d' cannot be stored" in text
+        assert "line 20: 'channel' 'den\\ud83d' is not a Twitch login" in text
+        assert "stored: 38 new" in text and "mood #den:" in text
+        assert await db.messages.count_documents({}) == 38
+        assert await db.messages.count_documents({"label": {"$exists": True}}) == 38
+        assert (await db.messages.find_one({"_id": "m30"}))["text"] == "half an emoji \ufffd"
+        assert not [e for e in logs if e["event"] in ("snapshot_failed", "classify_failed")]
+
+    async def test_a_non_utf8_file_name_prints(
+        self, tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig, db: Any
+    ) -> None:
+        log = tmp_path / "chat-\udcff.jsonl"  # a name whose bytes aren't UTF-8 (os.fsdecode's surrogateescape)
+        log.write_text(row(1, "hello there") + "\n", encoding="utf-8")
+        out = strict_stdout()
+        assert await cmd_replay(config(tmp_path, ferretdb, storage_config), log, max_rate=10_000, out=out) == 0
+        assert "from chat-\\udcff.jsonl" in printed(out)
+
+
+class TestLastSecondCommands:
+    """A replay ends only after the commands it read have run: a !label in the log's last second is stored."""
+
+    async def test_label_in_the_last_line_runs(
+        self, tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig, db: Any
+    ) -> None:
+        rows = [row(1, "what a play LETSGO", user="viewer"), row(2, "hello chat", user="other"),
+                row(3, "!label hype @viewer", user="modmia", badges=["moderator"])]
+        log = tmp_path / "label.jsonl"
+        log.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        out = strict_stdout()
+        assert await cmd_replay(config(tmp_path, ferretdb, storage_config), log, max_rate=10_000, out=out) == 0
+        examples = await db.labeled_examples.find({}).to_list()
+        assert [(e["message_id"], e["completion"], e["labelled_by"]) for e in examples] == [("m1", "hype", "modmia")]

@@ -207,6 +207,26 @@ class TestLiveAndChat:
             await asyncio.sleep(0.2)
             assert [c.text for c in rec.chat] == ["once", "two"]
 
+    async def test_a_message_with_an_unstorable_id_is_logged_and_dropped_alone(self, fake: FakeTwitch,
+                                                                               tmp_path: Path) -> None:
+        fake.live["streamer"] = datetime.now(UTC)
+        rec = Recorder()
+        b, c = user(fake, "streamer"), user(fake, "third")
+        with structlog.testing.capture_logs() as logs:
+            async with make_bot(fake, tmp_path, rec) as bot:
+                await chat_ready(fake, bot)
+                await fake.notify("channel.chat.message", chat_event(b, c, "before"))
+                # json.dumps writes the lone surrogate as a \ud83d escape, which Python's json reads back as is.
+                await fake.notify("channel.chat.message", chat_event(b, c, "bad id", message_id="id-\ud83d"))
+                await fake.notify("channel.chat.message", chat_event(b, c, "bad reply", reply_parent_id="\udc00"))
+                await fake.notify("channel.chat.message", chat_event(b, c, "half an emoji \ud83d"))
+                await fake.wait_for(lambda: len(rec.chat) == 2)
+                await asyncio.sleep(0.2)
+        assert [x.text for x in rec.chat] == ["before", "half an emoji \ufffd"]
+        refused = [e for e in logs if e["event"] == "chat_message_refused"]
+        assert [e["field"] for e in refused] == ["message_id", "reply_to"]
+        assert not [e for e in logs if e["event"] == "notification_failed"]
+
     async def test_chat_subscription_refused_is_logged_and_the_bot_keeps_going(self, fake: FakeTwitch,
                                                                                tmp_path: Path) -> None:
         fake.fail_subscribe.add("channel.chat.message")
