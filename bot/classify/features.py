@@ -96,7 +96,9 @@ def hashed_ngrams(texts: Sequence[str], spec: FeatureSpec) -> tuple[np.ndarray, 
         parts.append(padded)
         lengths.append(len(padded))
     joined = "\x01".join(parts)
-    cps = np.frombuffer(joined.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    # surrogatepass: a lone surrogate (text that never went through ChatLine: training files, the CLI) is a
+    # code point like any other here; it must not fail the whole batch.
+    cps = np.frombuffer(joined.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     doc = np.repeat(np.arange(len(texts)), [n + 1 for n in lengths])[: len(cps)]
     n_total = len(cps)
     valid = cps != _SEP

@@ -197,21 +197,40 @@ class ClassifierService:
     async def _process(self, lines: list[ChatLine]) -> None:
         try:
             verdicts = await self._classify([line.text for line in lines])
+            pairs = list(zip(lines, verdicts, strict=True))
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.failed += len(lines)
-            log.exception("classify_failed", messages=len(lines))
+            if len(lines) == 1:
+                self.failed += 1
+                log.exception("classify_failed", messages=1, message_id=lines[0].message_id)
+                return
+            # One odd message must not cost its neighbours their verdicts: find it by classifying one at a time.
+            log.warning("classify_batch_failed", messages=len(lines), retry="one at a time", exc_info=True)
+            pairs = await self._one_by_one(lines)
+        if not pairs:
             return
-        self.classified += len(lines)
+        self.classified += len(pairs)
         try:
-            result = self._on_verdicts(list(zip(lines, verdicts, strict=True)))
+            result = self._on_verdicts(pairs)
             if inspect.isawaitable(result):
                 await result
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("on_verdicts_failed", messages=len(lines))
+
+    async def _one_by_one(self, lines: list[ChatLine]) -> list[tuple[ChatLine, Verdict]]:
+        pairs: list[tuple[ChatLine, Verdict]] = []
+        for line in lines:
+            try:
+                pairs.append((line, (await self._classify([line.text]))[0]))
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # this message alone goes without a verdict (logged with its id)
+                self.failed += 1
+                log.exception("classify_failed", messages=1, message_id=line.message_id)
+        return pairs
 
     async def _classify(self, texts: list[str]) -> list[Verdict]:
         self.cache.check_version(self.classifier.version)

@@ -291,6 +291,51 @@ class TestService:
         assert calls == [1, 1]
 
 
+class PoisonedClassifier(CountingClassifier):
+    """A real classifier whose model fails on one text (as a native model call can), however it is batched."""
+
+    def __init__(self, inner: PipelineClassifier, poison: str) -> None:
+        super().__init__(inner)
+        self.poison = poison
+
+    def classify(self, texts: Sequence[str]) -> list[Verdict]:
+        self.calls.append(list(texts))
+        if self.poison in texts:
+            raise RuntimeError("the model failed on this input")
+        return self.inner.classify(texts)
+
+
+class TestOddText:
+    """One odd message never costs its neighbours their verdicts."""
+
+    def test_a_lone_surrogate_does_not_fail_the_batch(self, text_clf: PipelineClassifier) -> None:
+        texts = ["LETSGO", "half an emoji \ud83d", "\udc00", "KEKW"]
+        verdicts = text_clf.classify(texts)
+        assert len(verdicts) == 4 and all(v.label in text_clf.categories for v in verdicts)
+        alone = text_clf.classify(["LETSGO"])[0]  # the neighbour's verdict is what it gets on its own
+        assert verdicts[0].label == alone.label and verdicts[0].probs == pytest.approx(alone.probs)
+
+    def test_cleaned_chat_line_text_classifies(self, text_clf: PipelineClassifier) -> None:
+        bad = chat_line("Pog \ud83d\x00!")
+        assert bad.text == "Pog \ufffd!"
+        assert len(text_clf.classify([bad.text, "ok"])) == 2
+
+    async def test_service_isolates_the_message_that_fails(
+        self, tmp_path: Path, text_clf: PipelineClassifier, running: list[asyncio.Task[None]]
+    ) -> None:
+        poisoned = PoisonedClassifier(text_clf, "poison")
+        got: list[tuple[ChatLine, Verdict]] = []
+        service = ClassifierService(poisoned, make_cfg(tmp_path, batch_size=8), got.extend, random.Random(0))
+        texts = ["a", "b", "poison", "c", "d"]
+        for i, t in enumerate(texts):
+            service.offer(line(i, t))
+        running.append(asyncio.create_task(service.run(), name="classifier"))
+        await asyncio.wait_for(service.drain(), 10)
+        assert [p[0].text for p in got] == ["a", "b", "c", "d"]
+        assert (service.classified, service.failed) == (4, 1)
+        assert poisoned.calls[0] == texts  # one batch first; one at a time only after it failed
+
+
 class TestHotReload:
     """A newer head in models_dir replaces the current one without a restart; broken ones are passed over."""
 
