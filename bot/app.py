@@ -34,7 +34,7 @@ from bot.replay.logfile import SAMPLE_CHAT, open_log
 from bot.replay.pacing import replay
 from bot.tasks import supervise
 from bot.twitch.botset import BotSet
-from bot.web.server import create_overlay_app
+from bot.web.server import create_overlay_app, overlay_runner
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,7 @@ async def serve_overlay(p: Pipeline, host: str, port: int, access_token: str, he
         access_token=access_token,
         personas=p.personas.status if p.personas is not None else None,
     )
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = overlay_runner(app, access_log=None, handle_signals=False)
     await runner.setup()
     try:
         site = web.TCPSite(runner, host, port)

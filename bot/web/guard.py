@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from aiohttp import web
+from multidict import MultiMapping
 
 COOKIE = "chatmood_dashboard"
 TOKEN_HEADER = "X-Chatmood-Token"
@@ -170,13 +171,29 @@ class OverlayParams:
     position: str
 
 
+def shown(value: str, limit: int = 40) -> str:
+    """A query value quoted for an error message, cut to ``limit`` characters (400 nines need not come back)."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"... ({len(value)} characters)"
+
+
+def check_query(query: MultiMapping[str], known: Sequence[str]) -> None:
+    """Every route names the parameters it takes: an unknown one, or one given twice, is a :class:`ParamError`."""
+    unknown = sorted(set(query) - set(known))
+    if unknown:
+        takes = f"known: {', '.join(known)}" if known else "this route takes none"
+        raise ParamError(f"unknown query parameter(s): {', '.join(unknown)} ({takes})")
+    for name in known:
+        if len(query.getall(name, ())) > 1:
+            raise ParamError(f"{name} is given more than once")
+
+
 def parse_int(value: str | None, name: str, *, default: int, low: int, high: int) -> int:
     if value is None:
         return default
     try:
         number = int(value)
     except ValueError:
-        raise ParamError(f"{name} must be a whole number, got {value!r}") from None
+        raise ParamError(f"{name} must be a whole number, got {shown(value)}") from None
     if not low <= number <= high:
         raise ParamError(f"{name} must be between {low} and {high}, got {number}")
     return number
@@ -206,31 +223,34 @@ def parse_overlay_params(query: Mapping[str, str]) -> OverlayParams:
 
 
 def parse_since(value: str | None, *, now: datetime | None = None) -> datetime:
-    """``since=``: an ISO 8601 time (naive means UTC), or seconds ago (``900``, ``15m``, ``6h``, ``1d``)."""
+    """``since=``: an ISO 8601 time (naive means UTC), or seconds ago (``900``, ``15m``, ``6h``, ``1d``).
+
+    Anything else, or a time beyond what a datetime holds, is a :class:`ParamError` naming ``since``."""
     now = now or datetime.now(UTC)
     if value is None or value == "":
         return now - timedelta(seconds=DEFAULT_SINCE_S)
     text = value.strip()
     m = _DURATION.match(text)
     if m:
-        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]
+        seconds = float(m.group(1)) * _UNIT_S[m.group(2)]  # 400 nines make inf: refused below, never converted
         if seconds <= 0:
-            raise ParamError(f"since must be more than 0 seconds ago, got {value!r}")
-        ago = timedelta(seconds=seconds)
-        if ago > MAX_SINCE:
-            raise ParamError(f"since may reach back at most {MAX_SINCE.days} days, got {value!r}")
-        return now - ago
+            raise ParamError(f"since must be more than 0 seconds ago, got {shown(value)}")
+        if not seconds <= MAX_SINCE.total_seconds():
+            raise ParamError(f"since may reach back at most {MAX_SINCE.days} days, got {shown(value)}")
+        return now - timedelta(seconds=seconds)
     try:
         at = datetime.fromisoformat(text.replace(" ", "+") if text.count(" ") == 1 and "T" in text else text)
+        # An offset can push a valid local time past year 1 or 9999 (0001-01-01T00:00:00+14:00).
+        at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    except OverflowError:
+        raise ParamError(f"since may reach back at most {MAX_SINCE.days} days, got {shown(value)}") from None
     except ValueError:
         raise ParamError(
-            f"since must be an ISO 8601 time (2026-01-31T20:15:00Z) or seconds ago (900, 15m, 6h), got {value!r}"
+            "since must be an ISO 8601 time (2026-01-31T20:15:00Z) or seconds ago (900, 15m, 6h),"
+            f" got {shown(value)}"
         ) from None
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=UTC)
-    at = at.astimezone(UTC)
     if now - at > MAX_SINCE:
-        raise ParamError(f"since may reach back at most {MAX_SINCE.days} days, got {value!r}")
+        raise ParamError(f"since may reach back at most {MAX_SINCE.days} days, got {shown(value)}")
     if at > now:
-        raise ParamError(f"since is in the future: {value!r}")
+        raise ParamError(f"since is in the future: {shown(value)}")
     return at

@@ -14,6 +14,9 @@ default). Routes::
     POST /api/reset/{channel}  reset the mood (token in a header, never a cookie alone)
     GET  /healthz              database, model, Twitch per bot, personas; 200 healthy, else 503
 
+Every route names the query parameters it takes: a bad value, an unknown name or a name given twice is a
+400 that names the parameter (JSON ``{"error": ...}`` on the API), never a 500.
+
 Chat text is hostile. It reaches HTML only through Jinja2 autoescaping (server side)
 or ``textContent`` (client side); every response carries a strict
 Content-Security-Policy with no inline script or style at all, so page data travels
@@ -51,6 +54,7 @@ VENDOR_CSS = Path("vendor") / "uPlot.min.css"
 
 _CHANNEL = re.compile(r"^[a-z0-9_]{1,25}$")
 HEALTH_TIMEOUT_S = 5.0
+HEADER_TIMEOUT_S = 15.0  # a client must send its request line and headers within this (see overlay_runner)
 CLOSE_TIMEOUT_S = 2.0  # how long a closing socket waits for the browser's answer
 RECENT_LIMIT = 50
 MAX_POINTS = 2000
@@ -194,6 +198,7 @@ async def overlay_page(request: web.Request) -> dict[str, Any]:
     app = request.app
     app[AUTH_KEY].require_read(request)
     try:
+        guard.check_query(request.query, guard.OVERLAY_PARAMS)
         params = guard.parse_overlay_params(request.query)
     except ParamError as e:
         raise web.HTTPBadRequest(text=f"{e}\n") from None
@@ -206,6 +211,10 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     channel = _channel(request)
     app = request.app
     app[AUTH_KEY].require_read(request)
+    try:
+        guard.check_query(request.query, ("token",))
+    except ParamError as e:
+        raise web.HTTPBadRequest(text=f"{e}\n") from None
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=4096, timeout=CLOSE_TIMEOUT_S)
     await ws.prepare(request)
     sockets = app[SOCKETS_KEY]
@@ -257,10 +266,13 @@ async def dashboard_page(request: web.Request) -> dict[str, Any] | web.StreamRes
         return redirect
     range_name = request.query.get("range", "1h")
     if range_name not in guard.RANGES:
-        raise web.HTTPBadRequest(text=f"range must be one of {', '.join(guard.RANGES)}, got {range_name!r}\n")
-    unknown = sorted(set(request.query) - {"range"})
-    if unknown:
-        raise web.HTTPBadRequest(text=f"unknown query parameter(s): {', '.join(unknown)}\n")
+        raise web.HTTPBadRequest(
+            text=f"range must be one of {', '.join(guard.RANGES)}, got {guard.shown(range_name)}\n"
+        )
+    try:
+        guard.check_query(request.query, ("range",))
+    except ParamError as e:
+        raise web.HTTPBadRequest(text=f"{e}\n") from None
     storage = app[STORAGE_KEY]
     messages: Sequence[Any] = ()
     counts: Mapping[str, int] = {}
@@ -317,6 +329,10 @@ async def _from_storage(
 async def api_mood(request: web.Request) -> web.Response:
     channel = _channel(request)
     request.app[AUTH_KEY].require_read(request)
+    try:
+        guard.check_query(request.query, ("token",))
+    except ParamError as e:
+        return _json_error(400, str(e))
     return web.json_response(mood_payload(request.app[MOOD_STATE_KEY](channel)))
 
 
@@ -325,6 +341,7 @@ async def api_timeline(request: web.Request) -> web.Response:
     app = request.app
     app[AUTH_KEY].require_read(request)
     try:
+        guard.check_query(request.query, ("since", "token"))
         since = guard.parse_since(request.query.get("since"))
     except ParamError as e:
         return _json_error(400, str(e))
@@ -340,6 +357,7 @@ async def api_messages(request: web.Request) -> web.Response:
     app = request.app
     app[AUTH_KEY].require_token(request)
     try:
+        guard.check_query(request.query, ("limit",))
         limit = guard.parse_int(request.query.get("limit"), "limit", default=RECENT_LIMIT, low=1, high=500)
     except ParamError as e:
         return _json_error(400, str(e))
@@ -353,12 +371,20 @@ async def api_reset(request: web.Request) -> web.Response:
     channel = _channel(request)
     app = request.app
     app[AUTH_KEY].require_write(request)
+    try:
+        guard.check_query(request.query, ())
+    except ParamError as e:
+        return _json_error(400, str(e))
     state = app[RESET_KEY](channel)
     log.info("mood_reset_via_dashboard", channel=channel)
     return web.json_response({"ok": True, "mood": mood_payload(state)})
 
 
 async def healthz(request: web.Request) -> web.Response:
+    try:
+        guard.check_query(request.query, ())
+    except ParamError as e:
+        return _json_error(400, str(e))
     try:
         async with asyncio.timeout(HEALTH_TIMEOUT_S):
             report = dict(await request.app[HEALTH_KEY]())
@@ -389,6 +415,16 @@ async def _close_sockets(app: web.Application) -> None:
         *(ws.close(code=WSCloseCode.GOING_AWAY, message=b"server shutdown") for ws in tuple(sockets)),
         return_exceptions=True,
     )
+
+
+def overlay_runner(app: web.Application, *, header_timeout_s: float = HEADER_TIMEOUT_S, **kwargs: Any) -> web.AppRunner:
+    """The ``AppRunner`` every owner embeds the app with (``kwargs`` go to aiohttp).
+
+    aiohttp has no separate header read timeout: from 3.14.4 its keep-alive timer runs from the moment a
+    connection opens and closes it if no complete request has arrived by then, so ``header_timeout_s`` bounds a
+    client that sends its headers a byte at a time (and an idle keep-alive connection). Requests in progress,
+    WebSockets included, are not affected."""
+    return web.AppRunner(app, keepalive_timeout=header_timeout_s, **kwargs)
 
 
 def create_overlay_app(

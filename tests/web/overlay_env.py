@@ -22,7 +22,7 @@ from bot.domain import MoodState
 from bot.mood.hub import MoodHub
 from bot.mood.publisher import MoodPublisher
 from bot.mood.tracker import MoodTracker
-from bot.web.server import STATIC_DIR, OverlayStorage, create_overlay_app
+from bot.web.server import HEADER_TIMEOUT_S, STATIC_DIR, OverlayStorage, create_overlay_app, overlay_runner
 from tests.fakes.chat import verdict
 from tests.fakes.clock import FakeClock
 
@@ -88,9 +88,10 @@ class OverlayEnv:
 
 
 @asynccontextmanager
-async def serve(env: OverlayEnv, port: int = 0) -> AsyncIterator[str]:
-    """Run ``env``'s app on 127.0.0.1:``port`` (0: a free one); yields ``http://127.0.0.1:PORT``."""
-    runner = web.AppRunner(env.app(), shutdown_timeout=2.0)
+async def serve(env: OverlayEnv, port: int = 0, header_timeout_s: float = HEADER_TIMEOUT_S) -> AsyncIterator[str]:
+    """Run ``env``'s app on 127.0.0.1:``port`` (0: a free one) with the runner the programs use; yields
+    ``http://127.0.0.1:PORT``."""
+    runner = overlay_runner(env.app(), header_timeout_s=header_timeout_s, shutdown_timeout=2.0)
     await runner.setup()
     try:
         site = web.TCPSite(runner, "127.0.0.1", port)

@@ -4,6 +4,7 @@ the WebSocket's lifecycle, the JSON API and escaping of hostile chat text."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -370,6 +371,101 @@ class TestApi:
         env.health_error = RuntimeError("boom")
         async with http.get(f"{base}/healthz") as r:
             assert r.status == 503 and "RuntimeError" in (await r.json())["error"]
+
+
+class TestEveryParameter:
+    """Every route answers a bad query parameter with 400 naming it, never 500 and never silence."""
+
+    @pytest.mark.parametrize(
+        "since",
+        ["99999999999d", "9" * 400, "9" * 400 + ".5s", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"],
+    )
+    async def test_out_of_range_since_is_400_not_500(self, base: str, http: aiohttp.ClientSession, since: str) -> None:
+        async with http.get(f"{base}/api/timeline/somechan", params={"since": since}) as r:
+            assert r.status == 400, since
+            error = (await r.json())["error"]
+            assert error.startswith("since ") and len(error) < 200
+
+    @pytest.mark.parametrize("since", ["99999999999d", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"])
+    def test_since_parser_raises_only_param_errors(self, since: str) -> None:
+        with pytest.raises(ParamError, match="since"):
+            parse_since(since)
+
+    ROUTES = (
+        ("GET", "/overlay/chan", "text"),
+        ("GET", "/ws/chan", "text"),
+        ("GET", "/dashboard/chan", "text"),
+        ("GET", "/api/mood/chan", "json"),
+        ("GET", "/api/timeline/chan", "json"),
+        ("GET", "/api/messages/chan", "json"),
+        ("POST", "/api/reset/chan", "json"),
+        ("GET", "/healthz", "json"),
+    )
+
+    @pytest.mark.parametrize(("method", "path", "kind"), ROUTES)
+    async def test_unknown_parameter_is_400_naming_it(
+        self, base: str, http: aiohttp.ClientSession, method: str, path: str, kind: str
+    ) -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with http.request(method, f"{base}{path}", params={"bogus_param": "1"}, headers=headers) as r:
+            assert r.status == 400, path
+            body = (await r.json())["error"] if kind == "json" else await r.text()
+            assert "bogus_param" in body
+
+    @pytest.mark.parametrize(
+        ("path", "name"),
+        [("/api/timeline/chan?since=1h&since=2h", "since"), ("/api/messages/chan?limit=5&limit=6", "limit"),
+         ("/overlay/chan?style=bar&style=orb", "style"), ("/dashboard/chan?range=1h&range=6h", "range")],
+    )
+    async def test_a_parameter_given_twice_is_400(
+        self, base: str, http: aiohttp.ClientSession, path: str, name: str
+    ) -> None:
+        async with http.get(f"{base}{path}", headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            assert r.status == 400 and f"{name} is given more than once" in await r.text()
+
+    async def test_a_long_bad_value_is_not_echoed_whole(self, base: str, http: aiohttp.ClientSession) -> None:
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with http.get(f"{base}/api/messages/chan", params={"limit": "x" * 5000}, headers=headers) as r:
+            assert r.status == 400 and len((await r.json())["error"]) < 200
+
+
+class TestSlowClients:
+    """A client that never finishes its request headers is closed after the header timeout; a WebSocket,
+    once open, is not."""
+
+    async def test_a_slow_header_client_is_closed(self, env: OverlayEnv) -> None:
+        async with serve(env, header_timeout_s=0.5) as url:
+            reader, writer = await asyncio.open_connection("127.0.0.1", int(url.rsplit(":", 1)[1]))
+
+            async def trickle() -> None:
+                with contextlib.suppress(ConnectionError):
+                    for byte in b"GET /api/mood/chan HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 1000:
+                        writer.write(bytes([byte]))
+                        await writer.drain()
+                        await asyncio.sleep(0.05)
+
+            loop = asyncio.get_running_loop()
+            started = loop.time()
+            sender = asyncio.create_task(trickle(), name="slow-client")
+            try:
+                async with asyncio.timeout(10):
+                    assert await reader.read() == b""  # closed without an answer
+                assert 0.4 <= loop.time() - started < 5
+            finally:
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
+                writer.close()
+
+    async def test_an_open_websocket_outlives_the_header_timeout(
+        self, env: OverlayEnv, http: aiohttp.ClientSession
+    ) -> None:
+        async with serve(env, header_timeout_s=0.3) as url, http.ws_connect(f"{url}/ws/somechan") as ws:
+            await ws.receive_json(timeout=5)
+            await wait_for(lambda: env.hub.subscriber_count("somechan") == 1, "subscribed")
+            await asyncio.sleep(1.0)
+            env.feed("somechan", "angry", 5)
+            assert (await ws.receive_json(timeout=5))["label"] == "angry"
 
 
 class TestDashboardWithoutStorage:
