@@ -34,6 +34,7 @@ from bot.replay.logfile import SAMPLE_CHAT, open_log
 from bot.replay.pacing import replay
 from bot.tasks import supervise
 from bot.twitch.botset import BotSet
+from bot.twitch.tokens import read_secret_file, write_secret_file
 from bot.web.server import create_overlay_app, overlay_runner
 
 log = structlog.get_logger(__name__)
@@ -177,17 +178,11 @@ def _overlay_token_for_run(cfg: Config) -> str:
     if cfg.overlay.access_token:
         return cfg.overlay.access_token.get_secret_value()
     path = cfg.resolve(Path("tokens") / "overlay-token")
-    try:
-        token = path.read_text().strip()
-        if token:
-            return token
-    except FileNotFoundError:
-        pass
-    path.parent.mkdir(parents=True, exist_ok=True)
+    token = (read_secret_file(path) or "").strip()
+    if token:
+        return token
     token = secrets.token_urlsafe(18)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(token + "\n")
+    write_secret_file(path, token + "\n")  # 0600 even where an empty 0644 file stood
     log.info("overlay_token_created", path=str(path))
     return token
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
-from bot.app import cmd_run
+from bot.app import _overlay_token_for_run, cmd_run
 from bot.config import Config, load_config
 from bot.replay.run import cmd_replay
 from bot.storage.devdb import DevDb
@@ -297,3 +298,38 @@ class TestReplayCommand:
         assert await db.messages.count_documents({}) == stored
         assert "stored: 0 new" in second.text
         assert total >= stored
+
+
+class TestOverlayToken:
+    """`chatmood run` without overlay.access_token keeps a generated token in tokens/overlay-token, mode 0600,
+    whatever file stood there before; it is never logged."""
+
+    def _cfg(self, tmp_path: Path) -> Config:
+        return Config().model_copy(update={"source": tmp_path / "bots.toml"})
+
+    def test_an_existing_empty_0644_file_gets_a_token_and_mode_0600(self, tmp_path: Path) -> None:
+        path = tmp_path / "tokens" / "overlay-token"
+        path.parent.mkdir()
+        path.write_text("")
+        os.chmod(path, 0o644)
+        with capture_logs() as logs:
+            token = _overlay_token_for_run(self._cfg(tmp_path))
+        assert token and path.read_text() == token + "\n"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert token not in repr(logs)
+
+    def test_an_existing_token_is_kept_and_its_loose_mode_fixed(self, tmp_path: Path) -> None:
+        path = tmp_path / "tokens" / "overlay-token"
+        path.parent.mkdir()
+        path.write_text("kept-token\n")
+        os.chmod(path, 0o644)
+        with capture_logs() as logs:
+            assert _overlay_token_for_run(self._cfg(tmp_path)) == "kept-token"
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert any(e["event"] == "token_file_permissions_fixed" for e in logs)
+
+    def test_a_new_file_is_0600(self, tmp_path: Path) -> None:
+        token = _overlay_token_for_run(self._cfg(tmp_path))
+        path = tmp_path / "tokens" / "overlay-token"
+        assert path.read_text().strip() == token and stat.S_IMODE(path.stat().st_mode) == 0o600
+        assert _overlay_token_for_run(self._cfg(tmp_path)) == token  # read back, not made again

@@ -1,8 +1,9 @@
-"""A bot account's user tokens and the file that keeps them.
+"""A bot account's user tokens and the file that keeps them, and the one way chatmood writes a secret file.
 
 - :class:`TokenSet`: access and refresh token (as :class:`pydantic.SecretStr`), scopes, expiry, the account.
 - :class:`TokenStore`: one JSON file per bot, created with mode 0600 (a looser mode found on load is
   tightened and logged), written atomically (temp file + ``os.replace``).
+- :func:`write_secret_file` / :func:`read_secret_file`: those rules for any secret file (the overlay token too).
 """
 
 from __future__ import annotations
@@ -21,6 +22,40 @@ from pydantic import SecretStr
 from bot.errors import TwitchError
 
 log = structlog.get_logger(__name__)
+
+
+def tighten_mode(path: Path) -> None:
+    """A secret file readable by others is made 0600 (and logged); a missing file raises ``FileNotFoundError``."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        os.chmod(path, 0o600)
+        log.warning("token_file_permissions_fixed", path=str(path), was=oct(mode))
+
+
+def read_secret_file(path: Path) -> str | None:
+    """The text of a secret file, its mode tightened to 0600 first; None when there is no file."""
+    try:
+        tighten_mode(path)
+    except FileNotFoundError:
+        return None
+    return path.read_text("utf-8")
+
+
+def write_secret_file(path: Path, text: str) -> None:
+    """Write ``text`` atomically (temp file + ``os.replace``) so the file never exists with a mode looser than
+    0600, whatever mode an older file at ``path`` had. The folder is created 0700 if missing."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,30 +102,14 @@ class TokenStore:
     def load(self) -> TokenSet | None:
         """The stored tokens, or ``None`` when there is no file; a malformed file raises ``TwitchError``."""
         try:
-            st = self.path.stat()
-        except FileNotFoundError:
-            return None
-        if stat.S_IMODE(st.st_mode) & 0o077:
-            os.chmod(self.path, 0o600)
-            log.warning("token_file_permissions_fixed", path=str(self.path), was=oct(stat.S_IMODE(st.st_mode)))
-        try:
-            data = json.loads(self.path.read_text("utf-8"))
-            return TokenSet.from_json(data)
+            text = read_secret_file(self.path)
+            if text is None:
+                return None
+            return TokenSet.from_json(json.loads(text))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise TwitchError(f"{self.path}: token file is unreadable ({type(e).__name__})") from None
 
     def save(self, tokens: TokenSet) -> None:
         """Write atomically; the file never exists with a mode looser than 0600."""
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = self.path.with_name(f".{self.path.name}.{secrets.token_hex(4)}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump(tokens.to_json(), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_secret_file(self.path, json.dumps(tokens.to_json()))
         log.info("token_saved", path=str(self.path), login=tokens.login)

@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from bot.config import BotConfig, Config, TwitchConfig
 from bot.errors import AuthError, AuthRejected, TwitchError
 from bot.twitch.auth import SCOPES, AuthClient, checked_tokens, cmd_auth
-from bot.twitch.tokens import TokenSet, TokenStore
+from bot.twitch.tokens import TokenSet, TokenStore, write_secret_file
 from tests.fakes.twitch import FakeTwitch
 
 
@@ -58,6 +58,14 @@ class TestTokenStore:
             assert store.load() is not None
         assert mode(store.path) == 0o600
         assert any(e["event"] == "token_file_permissions_fixed" for e in logs)
+
+    def test_secret_files_replace_a_looser_file_with_a_0600_one(self, tmp_path: Path) -> None:
+        path = tmp_path / "secret"
+        path.write_text("old")
+        os.chmod(path, 0o644)
+        write_secret_file(path, "new")
+        assert path.read_text() == "new" and mode(path) == 0o600
+        assert [p.name for p in tmp_path.iterdir()] == ["secret"]
 
     def test_missing_file_is_none_and_garbage_is_a_clear_error(self, tmp_path: Path) -> None:
         store = TokenStore(tmp_path / "bot.json")
