@@ -19,7 +19,7 @@ from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
-from bot.app import _overlay_token_for_run, cmd_run
+from bot.app import _overlay_token_for_run, cmd_demo, cmd_run
 from bot.config import Config, load_config
 from bot.replay.run import cmd_replay
 from bot.storage.devdb import DevDb
@@ -333,3 +333,52 @@ class TestOverlayToken:
         path = tmp_path / "tokens" / "overlay-token"
         assert path.read_text().strip() == token and stat.S_IMODE(path.stat().st_mode) == 0o600
         assert _overlay_token_for_run(self._cfg(tmp_path)) == token  # read back, not made again
+
+
+class TestDemoHealth:
+    """`chatmood demo`'s /healthz asks the database like `chatmood run`'s does: a hung database is a 503."""
+
+    async def test_sigstopped_database_is_503(self, tmp_path: Path, own_ferretdb: DevDb) -> None:
+        cfg_path = tmp_path / "bots.toml"
+        cfg_path.write_text(
+            f'[storage]\nmongodb_url = "{own_ferretdb.url}"\ndatabase = "demo_health"\nserver_timeout_ms = 400\n'
+            '[classifier]\nembedding_model = ""\n',
+            encoding="utf-8",
+        )
+        cfg = load_config(cfg_path, {})
+
+        class Out:
+            text = ""
+
+            def write(self, s: str) -> None:
+                self.text += s
+
+            def flush(self) -> None:
+                pass
+
+        out = Out()
+        demo = asyncio.create_task(cmd_demo(cfg, host="127.0.0.1", port=0, speed=0.05, out=out), name="demo")
+        process = own_ferretdb.process
+        assert process is not None
+        stopped = False
+        try:
+            async with asyncio.timeout(60):
+                while "overlay:" not in out.text:
+                    assert not demo.done(), out.text
+                    await asyncio.sleep(0.05)
+            base = out.text.split("overlay:", 1)[1].split()[0].split("/overlay/")[0]
+            async with aiohttp.ClientSession() as http:
+                async with http.get(f"{base}/healthz") as r:
+                    assert r.status == 200, await r.text()
+                process.send_signal(signal.SIGSTOP)
+                stopped = True
+                async with http.get(f"{base}/healthz", timeout=aiohttp.ClientTimeout(total=20)) as r:
+                    body = await r.json()
+                    assert r.status == 503 and body["ok"] is False
+                    assert body.get("database", {}).get("ok") is False or "timed out" in body.get("error", "")
+        finally:
+            if stopped:
+                process.send_signal(signal.SIGCONT)
+            demo.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await demo
