@@ -11,7 +11,7 @@ import asyncio
 import structlog
 
 from bot.commands.executor import CommandExecutor
-from bot.commands.router import CommandRouter, is_command
+from bot.commands.router import CommandRouter
 from bot.domain import ChatLine
 
 log = structlog.get_logger(__name__)
@@ -25,8 +25,8 @@ class CommandQueue:
         self.dropped = 0
 
     def is_command(self, line: ChatLine) -> bool:
-        """Shaped like a command for this router: such lines steer the bot and are not classified."""
-        return is_command(line, self.router.prefix)
+        """A command word of this router starts the line: it steers the bot and is not classified."""
+        return self.router.is_command(line)
 
     def offer(self, line: ChatLine) -> None:
         try:

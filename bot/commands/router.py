@@ -92,11 +92,11 @@ def role_of(line: ChatLine) -> Role:
 
 
 def command_tokens(line: ChatLine, prefix: str) -> list[str] | None:
-    """The words of ``line`` from its command word on (``["!label", "hype"]``), or None when it is no command.
+    """The words of ``line`` from its prefixed first word on (``["!label", "hype"]``), or None when it has none.
 
     A Twitch reply's text starts with ``@parent_login`` (the client inserts it), so in a reply the command may be
-    the second word. The prefix matches case-insensitively. Ingest uses this as its cheap pre-filter, so exactly
-    the lines the router would look at reach it."""
+    the second word. The prefix matches case-insensitively. Whether that word is a command the router knows is
+    :meth:`CommandRouter.is_command`'s question."""
     tokens = line.text.split()
     if line.reply_to and tokens and tokens[0].startswith("@"):
         tokens = tokens[1:]
@@ -106,11 +106,6 @@ def command_tokens(line: ChatLine, prefix: str) -> list[str] | None:
     if len(head) <= len(prefix) or head[: len(prefix)].lower() != prefix.lower():
         return None
     return tokens
-
-
-def is_command(line: ChatLine, prefix: str) -> bool:
-    """Whether ``line`` is shaped like a command (see :func:`command_tokens`); permissions are not checked."""
-    return command_tokens(line, prefix) is not None
 
 
 def clip(text: str, limit: int = MAX_REPLY) -> str:
@@ -160,6 +155,21 @@ class CommandRouter:
     def prefix(self) -> str:
         return self._cfg.prefix
 
+    def _command_word(self, line: ChatLine) -> tuple[CommandName, list[str]] | None:
+        """The command ``line`` names with its first word (a configured name or alias) and its words."""
+        prefix = self._cfg.prefix
+        tokens = command_tokens(line, prefix)
+        if tokens is None:
+            return None
+        name = self._words.get(tokens[0][len(prefix) :].lower())
+        return None if name is None else (name, tokens)
+
+    def is_command(self, line: ChatLine) -> bool:
+        """Whether ``line``'s first word is one of this router's command words (enabled or not; permissions and
+        cooldowns are not checked). Ingest's pre-filter: such lines steer the bot and are never classified,
+        while a line that only looks like one (``!!!! POGGERS``, ``!reset`` spelt with a Cyrillic e) is chat."""
+        return self._command_word(line) is not None
+
     @property
     def cooldown_entries(self) -> int:
         """How many (command, channel, user) cooldown stamps are held (bounded: expired ones are pruned)."""
@@ -175,12 +185,10 @@ class CommandRouter:
         if line.user_login.lower() in self._bots:
             return None
         prefix = self._cfg.prefix
-        tokens = command_tokens(line, prefix)
-        if tokens is None:
+        found = self._command_word(line)
+        if found is None:
             return None
-        name = self._words.get(tokens[0][len(prefix) :].lower())
-        if name is None:
-            return None
+        name, tokens = found
         settings = self._settings(name)
         if not settings.enabled:
             return None

@@ -18,7 +18,6 @@ from bot.commands.router import (
     MoodCommand,
     Reply,
     ResetCommand,
-    is_command,
     role_of,
 )
 from bot.config import DEFAULT_CATEGORIES, CommandConfig, CommandsConfig, HistoryConfig
@@ -63,15 +62,24 @@ class TestParsing:
             assert r.route(chat(text, user="x" + str(len(text)))) is None, text
 
     def test_command_shape_prefilter(self) -> None:
-        """is_command() (ingest's pre-filter) accepts exactly the shapes the router reads, replies included."""
-        assert is_command(chat("!mood"), "!")
-        assert is_command(chat("  !label hype"), "!")
-        assert is_command(chat("@alice !label hype", reply_to="p-1"), "!")
-        assert is_command(chat("CM!mood"), "cm!")
-        assert not is_command(chat("@alice !label hype"), "!")
-        assert not is_command(chat("hi !mood"), "!")
-        assert not is_command(chat("!"), "!")
-        assert not is_command(chat("@alice", reply_to="p-1"), "!")
+        """is_command() (ingest's pre-filter) accepts exactly the lines the router reads, replies included."""
+        r = router(CommandsConfig(mood=CommandConfig(aliases=("vibe",)), reset=CommandConfig(enabled=False)))
+        assert r.is_command(chat("!mood"))
+        assert r.is_command(chat("  !label hype"))
+        assert r.is_command(chat("@alice !label hype", reply_to="p-1"))
+        assert r.is_command(chat("!VIBE")) and r.is_command(chat("!reset"))  # an alias; a disabled command
+        assert not r.is_command(chat("@alice !label hype"))
+        assert not r.is_command(chat("hi !mood"))
+        assert not r.is_command(chat("!"))
+        assert not r.is_command(chat("@alice", reply_to="p-1"))
+        cm = router(CommandsConfig(prefix="cm!"))
+        assert cm.is_command(chat("CM!mood")) and not cm.is_command(chat("!mood"))
+
+    @pytest.mark.parametrize("text", ["!!!! POGGERS", "!rеset", "!mооd now", "!moodx", "!pog LETSGO", "!! mood"])
+    def test_lines_that_only_look_like_commands_are_chat(self, text: str) -> None:
+        """Only a known command word makes a command: the rest is chat and gets classified."""
+        r = router(CommandsConfig())
+        assert not r.is_command(chat(text)) and r.route(chat(text, badges=MOD)) is None
 
     def test_command_word_case_is_ignored(self) -> None:
         r = router(CommandsConfig(mood=CommandConfig()))  # no cooldowns

@@ -163,3 +163,19 @@ class TestLastSecondCommands:
         assert await cmd_replay(config(tmp_path, ferretdb, storage_config), log, max_rate=10_000, out=out) == 0
         examples = await db.labeled_examples.find({}).to_list()
         assert [(e["message_id"], e["completion"], e["labelled_by"]) for e in examples] == [("m1", "hype", "modmia")]
+
+
+class TestLookalikeCommands:
+    """Only a known command word keeps a line from the classifier: look-alikes are chat and get a verdict."""
+
+    async def test_lookalikes_are_classified_and_commands_are_not(
+        self, tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig, db: Any
+    ) -> None:
+        rows = [row(1, "!!!! POGGERS"), row(2, "!r\u0435set the vibes"), row(3, "!mood", user="other")]
+        log = tmp_path / "lookalike.jsonl"
+        log.write_text("\n".join(rows) + "\n", encoding="utf-8")
+        assert await cmd_replay(config(tmp_path, ferretdb, storage_config), log, max_rate=10_000,
+                                out=strict_stdout()) == 0
+        labelled = {d["_id"] async for d in db.messages.find({"label": {"$exists": True}})}
+        assert labelled == {"m1", "m2"}
+        assert await db.messages.count_documents({}) == 3
