@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import structlog
 from aiohttp import web
 
-from bot.config import MONGODB_URL_ENV, Config
+from bot.config import MONGODB_URL_ENV, Config, log_warnings
 from bot.errors import ChatmoodError, ConfigError
 from bot.logs import configure_logging
 from bot.outbox import Loopback
@@ -116,6 +116,7 @@ async def cmd_demo(
 
     out = out or sys.stdout
     configure_logging(cfg.logging.level, cfg.logging.format)
+    log_warnings(cfg)
     async with contextlib.AsyncExitStack() as stack:
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chatmood-")))
         updates: dict[str, Any] = {}

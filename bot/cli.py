@@ -182,6 +182,9 @@ def _call(args: argparse.Namespace) -> Callable[[], int | Awaitable[int]]:
     from bot.logs import configure_logging
 
     configure_logging(cfg.logging.level, cfg.logging.format)
+    from bot.config import log_warnings
+
+    log_warnings(cfg)
     match args.command:
         case "run":
             return lambda: fn(cfg, host=args.host, port=args.port)
@@ -216,6 +219,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except ChatmoodError as e:
         print(f"chatmood: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:  # a path from bots.toml or the command line that can't be used (spool_dir, token_file)
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"chatmood: error: {where}{e.strerror or e} (check the paths in the config and arguments)",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -1,20 +1,29 @@
 """bots.toml: parsed with tomli into frozen pydantic models, validated at the edge.
 
-``load_config(path, environ)`` is the only way in. Unknown keys are errors; every
-error names the key path and the bad value. Secrets (the Twitch client secret, the
-overlay token, the database URL, which may carry a password) are ``SecretStr`` and
-may be written as ``"env:NAME"`` to be read from the environment. The environment
+``load_config(path, environ)`` is the only way in. Unknown keys are errors (with the known key they were
+probably meant to be); every error names the key path and the bad value, except where the value is or looks
+like a secret: the value of an unknown key, a secret field, URL credentials and token-like strings are never
+echoed. Types are strict (``batch_size = "500"`` or ``enabled = "yes"`` are errors, not coerced), numbers are
+finite. Secrets (the Twitch client secret, the overlay token, the database URL, which may carry a password)
+are ``SecretStr`` and may be written as ``"env:NAME"`` to be read from the environment. The environment
 variable ``CHATMOOD_MONGODB_URL`` overrides ``storage.mongodb_url``.
+
+Mistakes that would break the bot later are errors; risky choices (a secret written inline, an overlay
+listening beyond this machine without a token) are ``Config.warnings``, printed by ``check-config`` and
+logged when a program starts (:func:`log_warnings`).
 """
 
 from __future__ import annotations
 
+import difflib
+import ipaddress
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TextIO
 from urllib.parse import unquote
 
+import structlog
 import tomli
 from pydantic import (
     BaseModel,
@@ -27,6 +36,9 @@ from pydantic import (
 )
 
 from bot.errors import ConfigError
+from bot.logs import redact_url
+
+log = structlog.get_logger(__name__)
 
 MONGODB_URL_ENV = "CHATMOOD_MONGODB_URL"
 _NAME = re.compile(r"^[a-z0-9_]{1,25}$")  # Twitch logins
@@ -35,19 +47,49 @@ _COLOUR = re.compile(r"^#[0-9a-fA-F]{6}$")
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True)
+    # strict: TOML has real types, so "500" for a number or "yes" for a boolean is a mistake to name, not to
+    # coerce. Paths and lists (TOML strings and arrays) opt out field by field with Field(strict=False).
+    model_config = ConfigDict(frozen=True, extra="forbid", validate_default=True, strict=True, allow_inf_nan=False)
+
+
+def mongodb_url_problem(url: str) -> str | None:
+    """Why ``url`` is not a MongoDB URL PyMongo would take, or None. Never contacts anything (no DNS for
+    ``mongodb+srv://``); the answer never contains the URL or its credentials."""
+    from pymongo.errors import ConfigurationError, InvalidURI
+    from pymongo.uri_parser import parse_uri
+
+    srv = url.startswith("mongodb+srv://")
+    if not (url.startswith("mongodb://") or srv):
+        return "must start with mongodb:// or mongodb+srv://"
+    hosts = url.split("://", 1)[1].split("/", 1)[0].split("?", 1)[0].rpartition("@")[2]
+    if srv and ("," in hosts or ":" in hosts):
+        return "a mongodb+srv:// URL names one host and no port"
+    try:
+        # An SRV URL names a DNS record PyMongo would look up: check its shape as a plain URL instead.
+        parse_uri("mongodb://" + url.removeprefix("mongodb+srv://") if srv else url, validate=not srv)
+    except (InvalidURI, ConfigurationError, ValueError) as e:
+        return f"not a valid MongoDB URL: {redact_url(str(e))}"
+    return None
 
 
 class StorageConfig(_Model):
     mongodb_url: SecretStr = SecretStr("mongodb://127.0.0.1:27017")
     database: str = Field("chatmood", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
     # Durable append-only spool used while the database is unreachable.
-    spool_dir: Path = Path("spool")
+    spool_dir: Path = Field(Path("spool"), strict=False)
     batch_size: int = Field(500, ge=1, le=10_000)
     flush_interval_ms: int = Field(200, ge=1, le=60_000)
     # Messages held in memory before new ones go straight to the disk spool.
     max_buffered: int = Field(20_000, ge=100)
     server_timeout_ms: int = Field(2_000, ge=100)
+
+    @field_validator("mongodb_url")
+    @classmethod
+    def _mongodb_url(cls, v: SecretStr) -> SecretStr:
+        problem = mongodb_url_problem(v.get_secret_value())
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @property
     def database_name(self) -> str:
@@ -83,16 +125,30 @@ class TwitchConfig(_Model):
     auth_flow: Literal["device", "code"] = "device"
     callback_port: int = Field(17563, ge=1, le=65535)
 
+    @field_validator("api_url", "auth_url", "eventsub_subscription_url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError("must be an http:// or https:// URL")
+        return v
+
+    @field_validator("eventsub_url")
+    @classmethod
+    def _ws_url(cls, v: str) -> str:
+        if not re.match(r"^wss?://[^\s/]+", v):
+            raise ValueError("must be a ws:// or wss:// URL")
+        return v
+
 
 class PersonaConfig(_Model):
     """``[bots.persona]``: the bot answers @mentions (and may join in) with a local LLM; see bot/persona/."""
 
     # Who the bot is: inline text, or a file under prompts/ (read when the config is loaded or reloaded).
     system_prompt: str = Field("", max_length=2_000)
-    system_prompt_file: Path | None = None
+    system_prompt_file: Path | None = Field(None, strict=False)
     # A known model name or a GGUF path, and the ones tried in order when it fails to load or errors.
     model: str = Field("smollm2", min_length=1)
-    fallback_models: tuple[str, ...] = ()
+    fallback_models: tuple[str, ...] = Field((), strict=False)
     threads: int = Field(1, ge=1, le=256)
     temperature: float = Field(0.5, ge=0, le=2)
     max_tokens: int = Field(48, ge=1, le=256)
@@ -107,7 +163,7 @@ class PersonaConfig(_Model):
     # The time budget of a reply, from the message's arrival: a later reply is dropped (and logged).
     reply_timeout_s: float = Field(10.0, gt=0, le=300)
     # Words or phrases (case-insensitive, whole words) that drop a reply containing them.
-    blocklist: tuple[str, ...] = ()
+    blocklist: tuple[str, ...] = Field((), strict=False)
     role: Literal["chatter", "moderator"] = "chatter"
     # moderator: one calming line when the angry share stays above the threshold for angry_for_s,
     # at most once per calm_interval_s per channel. A persona never times anyone out.
@@ -144,8 +200,8 @@ class PersonaConfig(_Model):
 class BotConfig(_Model):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")
     account: str  # the bot's Twitch login
-    token_file: Path | None = None  # defaults to tokens/<name>.json
-    channels: tuple[str, ...] = Field(min_length=1)
+    token_file: Path | None = Field(None, strict=False)  # defaults to tokens/<name>.json
+    channels: tuple[str, ...] = Field(min_length=1, strict=False)
     persona: PersonaConfig | None = None  # None: a mood bot only, as before
 
     @field_validator("account")
@@ -214,8 +270,8 @@ class ClassifierConfig(_Model):
     llm_model: str = ""
     # "auto": LLM label scores only when the configured LLM is known to be capable.
     use_llm: Literal["auto", "always", "never"] = "auto"
-    models_dir: Path = Path("models")
-    prompt_template: Path = Path("prompts/classify.txt")
+    models_dir: Path = Field(Path("models"), strict=False)
+    prompt_template: Path = Field(Path("prompts/classify.txt"), strict=False)
     batch_size: int = Field(32, ge=1, le=1024)
     threads: int = Field(2, ge=1, le=256)
     queue_size: int = Field(5_000, ge=1)
@@ -226,22 +282,27 @@ class MoodConfig(_Model):
     half_life_s: float = Field(60.0, gt=0, le=86_400)
     snapshot_interval_s: float = Field(10.0, gt=0, le=3_600)
     # Weight of the neutral prior that idle chat drifts back to (in messages).
-    neutral_prior: float = Field(3.0, ge=0)
+    neutral_prior: float = Field(3.0, ge=0, le=10_000)
 
 
 Role = Literal["everyone", "subscriber", "vip", "moderator", "broadcaster"]
 
 
+def command_word(word: str, prefix: str) -> str:
+    """A command name or alias as the router matches it: trimmed, lower case, the prefix (if written) dropped."""
+    return word.strip().lower().removeprefix(prefix.lower())
+
+
 class CommandConfig(_Model):
     enabled: bool = True
-    aliases: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = Field((), strict=False)
     allowed: Role = "everyone"
-    cooldown_channel_s: float = Field(0.0, ge=0)
-    cooldown_user_s: float = Field(0.0, ge=0)
+    cooldown_channel_s: float = Field(0.0, ge=0, le=86_400)
+    cooldown_user_s: float = Field(0.0, ge=0, le=86_400)
 
 
 class CommandsConfig(_Model):
-    prefix: str = Field("!", min_length=1, max_length=3)
+    prefix: str = Field("!", min_length=1, max_length=3, pattern=r"^\S+$")
     reply_to_unauthorized: bool = False
     mood: CommandConfig = CommandConfig(allowed="everyone", cooldown_channel_s=15, cooldown_user_s=60)
     label: CommandConfig = CommandConfig(allowed="moderator")
@@ -249,12 +310,21 @@ class CommandsConfig(_Model):
 
     @model_validator(mode="after")
     def _unique_names(self) -> CommandsConfig:
-        seen: dict[str, str] = {}
+        """Compared as the router reads them (case and a written prefix ignored), so no alias hides a command."""
+        seen: dict[str, tuple[str, str]] = {}
+
+        def as_written(cmd: str, written: str, word: str) -> str:
+            return cmd if written == word else f"{cmd} (as {written!r})"
+
         for cmd in ("mood", "label", "reset"):
-            for word in (cmd, *getattr(self, cmd).aliases):
+            for written in (cmd, *getattr(self, cmd).aliases):
+                word = command_word(written, self.prefix)
+                if not word or any(ch.isspace() for ch in word):
+                    raise ValueError(f"{cmd}.aliases: {written!r} is not a command word (one word after the prefix)")
                 if word in seen:
-                    raise ValueError(f"command word {word!r} is used by both {seen[word]} and {cmd}")
-                seen[word] = cmd
+                    first, second = as_written(*seen[word], word), as_written(cmd, written, word)
+                    raise ValueError(f"command word {word!r} is used by both {first} and {second}")
+                seen[word] = (cmd, written)
         return self
 
 
@@ -271,8 +341,8 @@ class Config(_Model):
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
     twitch: TwitchConfig = TwitchConfig()
-    bots: tuple[BotConfig, ...] = ()
-    categories: tuple[Category, ...] = DEFAULT_CATEGORIES
+    bots: tuple[BotConfig, ...] = Field((), strict=False)
+    categories: tuple[Category, ...] = Field(DEFAULT_CATEGORIES, strict=False)
     classifier: ClassifierConfig = ClassifierConfig()
     mood: MoodConfig = MoodConfig()
     commands: CommandsConfig = CommandsConfig()
@@ -280,6 +350,8 @@ class Config(_Model):
     history: HistoryConfig = HistoryConfig()
     # Where the file was read from; relative paths in it are resolved against its folder.
     source: Annotated[Path | None, Field(exclude=True)] = None
+    # Risky but working choices found by parse_config (see the module docstring); never part of the file.
+    warnings: Annotated[tuple[str, ...], Field(exclude=True)] = ()
 
     @model_validator(mode="after")
     def _check(self) -> Config:
@@ -296,6 +368,13 @@ class Config(_Model):
         for b in self.bots:
             if b.persona is not None and b.persona.role == "moderator" and "angry" not in names:
                 raise ValueError(f"bots.{b.name}.persona: role 'moderator' watches the 'angry' category; add it")
+        reader: dict[str, str] = {}
+        for b in self.bots:
+            for ch in b.channels:
+                if ch in reader:
+                    raise ValueError(f"channel {ch!r} is read by both bot {reader[ch]!r} and bot {b.name!r}:"
+                                     " one bot per channel")
+                reader[ch] = b.name
         return self
 
     @property
@@ -325,11 +404,24 @@ class Config(_Model):
 
 
 _SECRET_KEYS = {("storage", "mongodb_url"), ("twitch", "client_secret"), ("overlay", "access_token")}
+#: Where an inline secret should come from instead (``"env:NAME"``).
+_SECRET_ENV = {
+    ("storage", "mongodb_url"): MONGODB_URL_ENV,
+    ("twitch", "client_secret"): "TWITCH_CLIENT_SECRET",
+    ("overlay", "access_token"): "CHATMOOD_OVERLAY_TOKEN",
+}
+#: Key names whose values are never shown in an error (besides the secret fields themselves).
+_SECRET_NAME = re.compile(r"token|secret|passw|pwd|credential|authoriz|cookie", re.IGNORECASE)
+#: Values that look like a credential wherever they appear: OAuth tokens and long random-looking words.
+_TOKEN_LIKE = re.compile(r"(?:oauth:)?(?=[A-Za-z0-9_\-]*\d)(?=[A-Za-z0-9_\-]*[A-Za-z])[A-Za-z0-9_\-]{20,}")
+#: Keys a program sets on the model itself; a file must not.
+_NOT_IN_FILE = ("source", "warnings")
 
 
-def _resolve_env_refs(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> None:
-    """Replace ``"env:NAME"`` in secret fields by the variable's value."""
-    for section, key in _SECRET_KEYS:
+def _resolve_env_refs(data: dict[str, Any], environ: Mapping[str, str], problems: list[str]) -> list[str]:
+    """Replace ``"env:NAME"`` in secret fields by the variable's value; returns the secrets written inline."""
+    inline: list[str] = []
+    for section, key in sorted(_SECRET_KEYS):
         sec = data.get(section)
         if not isinstance(sec, dict):
             continue
@@ -340,38 +432,110 @@ def _resolve_env_refs(data: dict[str, Any], environ: Mapping[str, str], problems
                 problems.append(f"{section}.{key}: environment variable {var!r} is not set")
             else:
                 sec[key] = environ[var]
+        elif isinstance(value, str) and value:
+            inline.append(f"{section}.{key}")
+    return inline
+
+
+def hide_secrets(text: str) -> str:
+    """``text`` with URL credentials and token-like words masked: what config errors may show."""
+    return _TOKEN_LIKE.sub("<hidden>", redact_url(text))
+
+
+def _known_keys(parts: list[str]) -> list[str]:
+    """The keys the model at ``parts`` (a path into the file) accepts, or [] when the path leads nowhere known."""
+    model: Any = Config
+    for part in parts:
+        if part.isdigit():
+            continue  # an index into a list of tables ([[bots]], [[categories]])
+        field = model.model_fields.get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        args = getattr(ann, "__args__", ())
+        model = next((a for a in (ann, *args) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return [k for k in model.model_fields if k not in _NOT_IN_FILE]
+
+
+def _did_you_mean(parts: list[str]) -> str:
+    known = _known_keys(parts[:-1])
+    close = difflib.get_close_matches(parts[-1].lower(), known, n=1, cutoff=0.6)
+    return f"; did you mean `{close[0]}`?" if close else (f" (known: {', '.join(known)})" if known else "")
 
 
 def _describe(err: Any) -> str:
-    loc = ".".join(str(p) for p in err["loc"] if not str(p).startswith("function-"))
-    value = err.get("input")
-    secret = any(loc.startswith(f"{s}.{k}") for s, k in _SECRET_KEYS)
-    shown = "<secret>" if secret else repr(value)
+    """One problem for people. Never shows a secret: not the value of an unknown key (a mistyped secret key
+    still holds the secret), not a secret field, not URL credentials or token-like words anywhere."""
+    parts = [str(p) for p in err["loc"] if not str(p).startswith("function-")]
+    loc = ".".join(parts)
     if err["type"] == "extra_forbidden":
-        return f"{loc}: unknown key (got {shown})"
+        return hide_secrets(f"{loc}: unknown key{_did_you_mean(parts)}")
+    value = err.get("input")
+    secret = any(loc.startswith(f"{s}.{k}") for s, k in _SECRET_KEYS) or any(_SECRET_NAME.search(p) for p in parts)
+    if secret:
+        shown = "<secret>"
+    elif isinstance(value, str):
+        shown = repr(value if len(value) <= 80 else value[:80] + "...")
+    else:
+        shown = repr(value) if isinstance(value, int | float | bool | None) else type(value).__name__
     msg = err["msg"].removeprefix("Value error, ")
     if isinstance(value, dict):
-        return f"{loc}: {msg}" if loc else msg
-    return f"{loc}: {msg} (got {shown})" if loc else f"{msg} (got {shown})"
+        return hide_secrets(f"{loc}: {msg}" if loc else msg)
+    return hide_secrets(f"{loc}: {msg} (got {shown})" if loc else f"{msg} (got {shown})")
+
+
+def _warnings(cfg: Config, inline: list[str]) -> list[str]:
+    """Risky choices that still work: said by check-config and logged at start, never fatal."""
+    out: list[str] = []
+    for name in inline:
+        section, key = name.split(".")
+        if name == "storage.mongodb_url" and "@" not in cfg.storage.mongodb_url.get_secret_value():
+            continue  # no credentials in it
+        var = _SECRET_ENV[(section, key)]
+        out.append(f"{name} is written in the file: keep secrets out of it, e.g. {key} = \"env:{var}\""
+                   f" and set {var} in the environment")
+    host = cfg.overlay.host
+    if cfg.overlay.enabled and not _loopback(host) and cfg.overlay.access_token is None:
+        out.append(f"overlay.host {host!r} serves beyond this machine but overlay.access_token is not set: set one"
+                   " (e.g. access_token = \"env:CHATMOOD_OVERLAY_TOKEN\"), and consider overlay_requires_token")
+    return out
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve anywhere
 
 
 def parse_config(data: Mapping[str, Any], environ: Mapping[str, str], source: Path | None = None) -> Config:
     """Validate an already-parsed TOML document."""
     data = {k: (dict(v) if isinstance(v, dict) else v) for k, v in data.items()}
-    problems: list[str] = []
-    _resolve_env_refs(data, environ, problems)
+    problems: list[str] = [f"{k}: unknown key" for k in _NOT_IN_FILE if k in data]
+    inline = _resolve_env_refs(data, environ, problems)
     if environ.get(MONGODB_URL_ENV):
         data.setdefault("storage", {})
         if isinstance(data["storage"], dict):
             data["storage"]["mongodb_url"] = environ[MONGODB_URL_ENV]
+            inline = [n for n in inline if n != "storage.mongodb_url"]
     if problems:
         raise ConfigError(source, problems)
     try:
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(source, [_describe(err) for err in e.errors()]) from None
-    cfg = cfg.model_copy(update={"source": source}) if source else cfg
+    cfg = cfg.model_copy(update={"source": source, "warnings": tuple(_warnings(cfg, inline))})
     return _read_persona_prompts(cfg)
+
+
+def log_warnings(cfg: Config) -> None:
+    """Log the config's warnings (each program does at start, after configuring logging)."""
+    for warning in cfg.warnings:
+        log.warning("config_warning", path=str(cfg.source) if cfg.source else None, problem=warning)
 
 
 def persona_prompt_path(cfg: Config, file: Path) -> Path:
@@ -431,20 +595,17 @@ def summary(cfg: Config) -> str:
         f", batch {cfg.classifier.batch_size}, threads {cfg.classifier.threads}",
         f"mood: half-life {cfg.mood.half_life_s:g}s, snapshot every {cfg.mood.snapshot_interval_s:g}s",
         f"commands: prefix {cfg.commands.prefix!r}",
-        f"overlay: http://{cfg.overlay.host}:{cfg.overlay.port}/ "
-        f"(token {'set' if cfg.overlay.access_token else 'NOT set: dashboard disabled'})",
+        f"overlay: http://{cfg.overlay.host}:{cfg.overlay.port}/ (token "
+        + ("set)" if cfg.overlay.access_token else "not set: `chatmood run` keeps one in tokens/overlay-token)"),
     ]
     return "\n".join(lines)
-
-
-def redact_url(url: str) -> str:
-    """``mongodb://user:pw@host`` -> ``mongodb://user:***@host``."""
-    return re.sub(r"(://[^:/@]+):[^@/]*@", r"\1:***@", url)
 
 
 def cmd_check_config(path: Path, environ: Mapping[str, str], *, out: TextIO) -> int:
     """``chatmood check-config [PATH]``: ``PATH: ok`` and a summary, or a :class:`ConfigError` naming each problem."""
     cfg = load_config(path, environ)
-    print(f"{path}: ok", file=out)
+    print(f"{path}: ok" + (f" ({len(cfg.warnings)} warning(s))" if cfg.warnings else ""), file=out)
+    for warning in cfg.warnings:
+        print(f"warning: {warning}", file=out)
     print(summary(cfg), file=out)
     return 0

@@ -16,9 +16,22 @@ from typing import Any, TextIO
 import structlog
 
 _SECRET_KEY = re.compile(r"(token|secret|password|authorization|api_key|code_verifier)", re.IGNORECASE)
+# scheme://userinfo@ up to the last "@" of a run without spaces: passwords written with "/", "@" or no user.
+_URL_USERINFO = re.compile(r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<userinfo>\S*)@")
+
+
+def _userinfo(m: re.Match[str]) -> str:
+    user, colon, _ = m["userinfo"].partition(":")
+    return f"{m['scheme']}{user}:***@" if colon and "/" not in user else f"{m['scheme']}***@"
+
+
+def redact_url(text: str) -> str:
+    """URL credentials masked: ``mongodb://user:pw@host`` -> ``mongodb://user:***@host``; a password holding
+    ``/`` or ``@``, an empty user (``mongodb://:pw@host``) and a bare token (``https://tok@host``) too."""
+    return _URL_USERINFO.sub(_userinfo, text) if "@" in text else text
+
+
 _SCRUB = (
-    # mongodb://user:password@host -> mongodb://user:***@host
-    (re.compile(r"(://[^:/@\s]+):[^@/\s]*@"), r"\1:***@"),
     # OAuth bearer headers and token query parameters.
     (re.compile(r"(?i)(bearer|oauth)\s+[A-Za-z0-9._~+/-]{8,}"), r"\1 ***"),
     (
@@ -37,6 +50,7 @@ _FOREIGN = {
 
 def scrub(text: str) -> str:
     """Mask things that look like credentials inside free text."""
+    text = redact_url(text)
     for pattern, repl in _SCRUB:
         text = pattern.sub(repl, text)
     return text

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import structlog
 
-from bot.config import Config, load_config
+from bot.config import Config, load_config, log_warnings
 from bot.errors import ConfigError
 
 log = structlog.get_logger(__name__)
@@ -60,6 +60,7 @@ class Reloader:
             return False
         self.current = new
         self.generation += 1
+        log_warnings(new)
         log.info("config_reloaded", path=str(self.path), restart_needed_for=pending or None)
         return True
 

@@ -10,9 +10,18 @@ from pathlib import Path
 import pytest
 import structlog
 
-from bot.config import DEFAULT_CATEGORIES, MONGODB_URL_ENV, Config, load_config, parse_config, summary
+from bot.config import (
+    DEFAULT_CATEGORIES,
+    MONGODB_URL_ENV,
+    Config,
+    load_config,
+    log_warnings,
+    parse_config,
+    summary,
+)
 from bot.errors import ConfigError
-from bot.logs import configure_logging
+from bot.logs import configure_logging, redact_url, scrub
+from tests.fakes.chat import chat_line
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "bots.toml.example"
@@ -38,7 +47,7 @@ class TestExample:
         def keys(model: type, prefix: str = "") -> list[str]:
             out = []
             for name, field in model.model_fields.items():  # type: ignore[attr-defined]
-                if name == "source":
+                if name in ("source", "warnings"):  # set by the program, never written in the file
                     continue
                 out.append(name)
                 ann = field.annotation
@@ -56,7 +65,7 @@ class TestErrors:
     def test_misspelled_key(self, tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as e:
             load_config(write(tmp_path, '[storage]\ndatabse = "x"\n'), {})
-        assert e.value.problems == ("storage.databse: unknown key (got 'x')",)
+        assert e.value.problems == ("storage.databse: unknown key; did you mean `database`?",)
 
     def test_bad_values_all_reported(self, tmp_path: Path) -> None:
         text = "[mood]\nhalf_life_s = -1\n[overlay]\nport = 99999\n"
@@ -222,3 +231,174 @@ class TestPersona:
 
         text = EXAMPLE.read_text()
         assert [k for k in PersonaConfig.model_fields if f"\n{k} = " not in text and f"# {k} = " not in text] == []
+
+
+SECRETS = ("tok_abcdef1234567890XYZ", "s3cr3t_value_1234567890", "oauth:abcdefghij1234567890", "hunter2",
+           "tok_zzzzzzzz1234567890", "pa/ss", "p@ss")
+
+
+class TestNeverEchoSecrets:
+    """check-config names what is wrong without showing a secret: not the value of an unknown key, not an unknown
+    table, not URL credentials, not a token-like value; it suggests the key that was probably meant."""
+
+    UNKNOWN = """
+[overlay]
+acces_token = "tok_abcdef1234567890XYZ"
+[storage]
+mongo_url = "mongodb://u:hunter2@h"
+[twitch]
+clientsecret = "s3cr3t_value_1234567890"
+[[bots]]
+name = "a"
+account = "bot_a"
+channels = ["chan"]
+oauth_token = "oauth:abcdefghij1234567890"
+[overlayy]
+access_token = "tok_zzzzzzzz1234567890"
+"""
+
+    def test_unknown_keys_and_tables_are_named_not_echoed(self, tmp_path: Path) -> None:
+        with pytest.raises(ConfigError) as e:
+            load_config(write(tmp_path, self.UNKNOWN), {})
+        text = "\n".join(e.value.problems) + str(e.value)
+        assert not [s for s in SECRETS if s in text], text
+        assert set(e.value.problems) == {
+            "overlay.acces_token: unknown key; did you mean `access_token`?",
+            "storage.mongo_url: unknown key; did you mean `mongodb_url`?",
+            "twitch.clientsecret: unknown key; did you mean `client_secret`?",
+            "bots.0.oauth_token: unknown key (known: name, account, token_file, channels, persona)",
+            "overlayy: unknown key; did you mean `overlay`?",
+        }
+
+    def test_check_config_prints_no_secret(self, tmp_path: Path) -> None:
+        r = subprocess.run([sys.executable, "-m", "bot", "check-config", str(write(tmp_path, self.UNKNOWN))],
+                           capture_output=True, text=True)
+        assert r.returncode == 1 and "did you mean `access_token`?" in r.stderr
+        assert not [s for s in SECRETS if s in r.stdout + r.stderr]
+
+    @pytest.mark.parametrize(
+        ("url", "secret"),
+        [("mongodb://u:pa/ss@h/db", "pa/ss"), ("mongodb://:pw@host", "pw"), ("mongodb://u:p@ss@h:1/x?y=z", "p@ss"),
+         ("https://tok123@host/path", "tok123"), ("mongodb+srv://u:p%40ss@cluster.example.net/db", "p%40ss")],
+    )
+    def test_url_credentials_are_redacted_in_summaries_and_logs(self, url: str, secret: str) -> None:
+        for shown in (redact_url(url), scrub(f"connecting to {url} now")):
+            assert secret not in shown and "***@" in shown
+
+    def test_summary_redacts_a_valid_url_with_an_escaped_password(self) -> None:
+        cfg = parse_config({"storage": {"mongodb_url": "mongodb://app:pa%2F%40ss@db.example:27017/x"}}, {})
+        assert "pa%2F%40ss" not in summary(cfg) and "app:***@db.example:27017" in summary(cfg)
+
+    def test_token_like_values_in_other_errors_are_hidden(self, tmp_path: Path) -> None:
+        text = '[[bots]]\nname = "a"\naccount = "bot_a"\nchannels = ["oauth:abcdefghij1234567890"]\n'
+        with pytest.raises(ConfigError) as e:
+            load_config(write(tmp_path, text), {})
+        assert "abcdefghij1234567890" not in str(e.value) and "bots.0.channels" in str(e.value)
+
+    def test_a_malformed_url_is_named_without_its_password(self, tmp_path: Path) -> None:
+        for url in ("mongodb://u:hunter2@h:notaport", "postgres://u:hunter2@h", "mongodb://u:p@ss@h"):
+            with pytest.raises(ConfigError) as e:
+                load_config(write(tmp_path, f'[storage]\nmongodb_url = "{url}"\n'), {})
+            assert e.value.problems[0].startswith("storage.mongodb_url: ")
+            assert "hunter2" not in str(e.value) and "p@ss" not in str(e.value)
+
+
+class TestMistakesThatBreakLater:
+    """What used to pass check-config and broke the bot later is an error naming the key."""
+
+    @pytest.mark.parametrize(
+        ("text", "expect"),
+        [
+            ("[mood]\nneutral_prior = inf\n", "mood.neutral_prior: Input should be a finite number"),
+            ("[mood]\nneutral_prior = nan\n", "mood.neutral_prior: Input should be a finite number"),
+            ("[mood]\nhalf_life_s = inf\n", "mood.half_life_s: Input should be a finite number"),
+            ("[commands.mood]\ncooldown_user_s = inf\n", "commands.mood.cooldown_user_s: Input should be a finite"),
+            ('[storage]\nbatch_size = "500"\n', "storage.batch_size: Input should be a valid integer (got '500')"),
+            ('[overlay]\nenabled = "yes"\n', "overlay.enabled: Input should be a valid boolean (got 'yes')"),
+            ("[classifier]\nthreads = 2.0\n", "classifier.threads: Input should be a valid integer"),
+            ('[[categories]]\nname = "x"\ncolour = "#000000"\nvalence = "1"\ndescription = "d"\n',
+             "categories.0.valence"),
+            ('[storage]\nmongodb_url = "mongodb://h:99999"\n', "storage.mongodb_url: not a valid MongoDB URL"),
+            ('[storage]\nmongodb_url = "localhost:27017"\n', "storage.mongodb_url: must start with mongodb://"),
+            ('[commands.mood]\naliases = ["LABEL"]\n', "command word 'label' is used by both mood (as 'LABEL') and"),
+            ('[commands.mood]\naliases = ["!label"]\n', "command word 'label' is used by both mood (as '!label')"),
+            ('[commands.reset]\naliases = ["!"]\n', "reset.aliases: '!' is not a command word"),
+            ('[commands.mood]\naliases = ["two words"]\n', "mood.aliases: 'two words' is not a command word"),
+            ('[commands]\nprefix = "! "\n', "commands.prefix"),
+            ('[twitch]\napi_url = "api.twitch.tv"\n', "twitch.api_url: must be an http:// or https:// URL"),
+            ('[twitch]\neventsub_url = "https://x"\n', "twitch.eventsub_url: must be a ws:// or wss:// URL"),
+            ('[[bots]]\nname = "a"\naccount = "x"\nchannels = ["Chan"]\n[[bots]]\nname = "b"\naccount = "y"\n'
+             'channels = ["#chan"]\n', "channel 'chan' is read by both bot 'a' and bot 'b'"),
+            ('source = "/etc"\n', "source: unknown key"),
+        ],
+    )
+    def test_is_an_error(self, tmp_path: Path, text: str, expect: str) -> None:
+        with pytest.raises(ConfigError) as e:
+            load_config(write(tmp_path, text), {})
+        assert any(expect in p for p in e.value.problems), e.value.problems
+
+    def test_the_router_reads_aliases_as_the_check_does(self) -> None:
+        from bot.commands.router import CommandRouter
+
+        cfg = parse_config({"commands": {"mood": {"aliases": ["!Vibe", " FEELS "]}}}, {})
+        router = CommandRouter(cfg.commands, cfg.category_names)
+        line = chat_line("!vibe")
+        assert router.is_command(line) and router.is_command(chat_line("!feels"))
+        assert router.is_command(chat_line("!label hype"))
+
+    @pytest.mark.parametrize(
+        "text",
+        ["[mood]\nneutral_prior = inf\n", '[storage]\nmongodb_url = "mongodb://u:pw@h:x"\n', "[[bots]]\nname = 1\n",
+         '[storage]\nbatch_size = "500"\n', "not toml = = =\n", '[commands.mood]\naliases = ["LABEL"]\n'],
+    )
+    def test_no_command_ends_in_a_traceback(self, tmp_path: Path, text: str) -> None:
+        path = write(tmp_path, text)
+        for args in (["check-config", str(path)], ["classify", "hello", "--config", str(path)],
+                     ["replay", str(ROOT / "tests" / "data" / "small.jsonl"), "--config", str(path)]):
+            r = subprocess.run([sys.executable, "-m", "bot", *args], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 1 and "Traceback" not in r.stderr, (args, r.stderr)
+            assert r.stderr.startswith("chatmood: error: invalid configuration"), r.stderr
+
+
+class TestWarnings:
+    """Risky but working choices are warnings: printed by check-config, logged when a program starts."""
+
+    def test_inline_secrets_and_an_open_overlay_without_token(self) -> None:
+        cfg = parse_config({
+            "twitch": {"client_secret": "abc"},
+            "overlay": {"host": "0.0.0.0"},
+            "storage": {"mongodb_url": "mongodb://u:pw@h"},
+        }, {})
+        assert len(cfg.warnings) == 3
+        assert any('client_secret = "env:TWITCH_CLIENT_SECRET"' in w for w in cfg.warnings)
+        assert any("storage.mongodb_url is written in the file" in w for w in cfg.warnings)
+        assert any("overlay.host '0.0.0.0'" in w and "access_token" in w for w in cfg.warnings)
+        assert not [w for w in cfg.warnings if "abc" in w.split() or "pw" in w]
+
+    @pytest.mark.parametrize(
+        "data",
+        [{}, {"twitch": {"client_secret": "env:S"}}, {"storage": {"mongodb_url": "mongodb://h:1"}},
+         {"overlay": {"host": "::1"}}, {"overlay": {"host": "localhost"}},
+         {"overlay": {"host": "0.0.0.0", "access_token": "env:S"}}, {"overlay": {"host": "0.0.0.0", "enabled": False}}],
+    )
+    def test_safe_choices_have_none(self, data: dict[str, object]) -> None:
+        assert parse_config(data, {"S": "x"}).warnings == ()
+
+    def test_check_config_prints_them_and_stays_ok(self, tmp_path: Path) -> None:
+        path = write(tmp_path, '[overlay]\nhost = "0.0.0.0"\naccess_token = "tok-inline"\n')
+        r = subprocess.run([sys.executable, "-m", "bot", "check-config", str(path)], capture_output=True, text=True)
+        assert r.returncode == 0 and "ok (1 warning(s))" in r.stdout
+        assert 'warning: overlay.access_token is written in the file' in r.stdout and "tok-inline" not in r.stdout
+
+    def test_programs_log_them_at_start(self, tmp_path: Path) -> None:
+        path = write(tmp_path, '[overlay]\nhost = "0.0.0.0"\n[classifier]\nembedding_model = ""\n')
+        r = subprocess.run([sys.executable, "-m", "bot", "classify", "hello", "--config", str(path)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert "config_warning" in r.stderr and "overlay.host" in r.stderr
+
+    def test_log_warnings(self) -> None:
+        cfg = parse_config({"overlay": {"host": "10.0.0.5"}}, {})
+        with structlog.testing.capture_logs() as logs:
+            log_warnings(cfg)
+        assert [e["event"] for e in logs] == ["config_warning"] and "10.0.0.5" in logs[0]["problem"]

@@ -20,7 +20,7 @@ from typing import Literal
 
 import structlog
 
-from bot.config import CommandConfig, CommandsConfig, Role
+from bot.config import CommandConfig, CommandsConfig, Role, command_word
 from bot.domain import ChatLine
 
 log = structlog.get_logger(__name__)
@@ -137,11 +137,10 @@ class CommandRouter:
     def update_config(self, cfg: CommandsConfig, categories: Sequence[str], bot_accounts: Collection[str] = ()) -> None:
         """Apply a reloaded config (SIGHUP). Running cooldowns are kept. ``bot_accounts``: the logins of every
         configured bot; their messages are never commands (no bot answers a bot, or itself)."""
-        prefix = cfg.prefix.lower()
         words: dict[str, CommandName] = {}
         for name in _COMMANDS:
             for word in (name, *getattr(cfg, name).aliases):
-                word = word.strip().lower().removeprefix(prefix)
+                word = command_word(word, cfg.prefix)  # the normalisation CommandsConfig checks uniqueness with
                 if not word or any(ch.isspace() for ch in word):
                     log.warning("command_alias_ignored", command=name, alias=word)
                     continue

@@ -9,6 +9,8 @@ import json
 import os
 import re
 import signal
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -179,3 +181,22 @@ class TestLookalikeCommands:
         labelled = {d["_id"] async for d in db.messages.find({"label": {"$exists": True}})}
         assert labelled == {"m1", "m2"}
         assert await db.messages.count_documents({}) == 3
+
+
+class TestUnusablePath:
+    """A path in bots.toml that can't be used ends `chatmood replay` with one error line, not a traceback."""
+
+    def test_spool_dir_that_cannot_be_created(
+        self, tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig
+    ) -> None:
+        path = tmp_path / "bots.toml"
+        path.write_text(
+            f'[storage]\nmongodb_url = "{ferretdb.url}"\ndatabase = "{storage_config.database}"\n'
+            'spool_dir = "/proc/no-such-dir/spool"\n[classifier]\nembedding_model = ""\n',
+            encoding="utf-8",
+        )
+        log = Path(__file__).resolve().parents[1] / "data" / "small.jsonl"
+        r = subprocess.run([sys.executable, "-m", "bot", "replay", str(log), "--config", str(path)],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+        assert "chatmood: error: /proc/no-such-dir" in r.stderr
