@@ -41,6 +41,14 @@ class TestExample:
         assert cfg.bots[0].channels == ("my_channel",)
         assert cfg.category_names == tuple(c.name for c in DEFAULT_CATEGORIES)
 
+    def test_example_and_readme_agree_the_generated_overlay_token_is_never_logged(self) -> None:
+        """What `chatmood run` does (tests/test_app.py TestOverlayToken): keeps it in a 0600 file, never logs it."""
+        example = " ".join(EXAMPLE.read_text().replace("#", " ").split())
+        readme = " ".join((ROOT / "README.md").read_text().split())
+        for text in (example, readme):
+            assert "tokens/overlay-token" in text and "never logged" in text
+        assert "dashboard URL with it is logged" not in example
+
     def test_every_key_is_documented(self) -> None:
         text = EXAMPLE.read_text()
 
