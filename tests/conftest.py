@@ -46,6 +46,16 @@ from bot.storage.devdb import DevDb, devdb, find_ferretdb
 from bot.storage.store import Storage, open_storage
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The long fuzz run (``@pytest.mark.fuzz``) takes minutes: it runs only when asked for with ``-m fuzz``."""
+    if "fuzz" in (config.getoption("markexpr") or ""):
+        return
+    skip = pytest.mark.skip(reason="the long fuzz run: select it with `pytest -m fuzz`")
+    for item in items:
+        if "fuzz" in item.keywords:
+            item.add_marker(skip)
+
+
 def _require_ferretdb() -> None:
     try:
         find_ferretdb()

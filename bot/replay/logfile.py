@@ -45,9 +45,13 @@ Common rules: a ``channel`` argument overrides what the log says. Lines without 
 Twitch message id get :func:`~bot.domain.synthetic_message_id` from channel, time,
 user, text and position (the line number, or the array index for rechat), so replaying
 a file twice stores nothing new. NUL characters are removed (emote spans shift with
-them). Malformed lines are counted and recorded with their line numbers (the first
-:data:`MAX_PROBLEMS` kept), never fatal; a file that cannot be read or whose format
-cannot be told raises :class:`~bot.errors.ReplayError`.
+them) and lone surrogates in text become U+FFFD (:class:`~bot.domain.ChatLine` decides);
+a line whose id, login, channel or reply id cannot be stored is malformed. Malformed lines
+are counted and recorded with their line numbers (the first :data:`MAX_PROBLEMS` kept),
+never fatal: text lines (and JSONL lines) that aren't UTF-8 are malformed, while bytes that
+aren't UTF-8 in a rechat file become U+FFFD and their lines are counted in
+``ParsedLog.repaired_lines``. A file that cannot be read or whose format cannot be told
+raises :class:`~bot.errors.ReplayError`.
 """
 
 from __future__ import annotations

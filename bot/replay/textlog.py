@@ -48,7 +48,10 @@ def text_date(path: Path, seen: list[str]) -> date:
     for line in seen:
         header = _START_HEADER.match(line)
         if header is not None:
-            return date.fromisoformat(header[1])
+            try:
+                return date.fromisoformat(header[1])
+            except ValueError:
+                continue  # reported with its line number by parse_text
     named = _NAME_DATE.search(path.name)
     if named is not None:
         try:
@@ -79,7 +82,10 @@ def parse_text(parsed: ParsedLog, day: date) -> Iterator[ChatLine]:
         if line.startswith("#"):
             header = _START_HEADER.match(line)
             if header is not None:
-                day, previous = date.fromisoformat(header[1]), None
+                try:
+                    day, previous = date.fromisoformat(header[1]), None
+                except ValueError as exc:
+                    parsed.bad(lineno, f"'Start logging' header with a bad date: {exc}")
             continue
         match = TEXT_LINE.match(line)
         if match is None:

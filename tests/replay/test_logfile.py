@@ -424,3 +424,9 @@ class TestHostileInput:
         raw = b"[" + comment + b'"message": {"body": "caf\xe9"}}]'
         with open_log(write(tmp_path, "compact.json", raw), "den") as log:
             assert [x.text for x in log] == ["caf\ufffd"] and log.repaired_lines == [1]
+
+    def test_a_start_logging_header_with_an_impossible_date_is_reported_not_raised(self, tmp_path: Path) -> None:
+        body = "# Start logging at 2024-13-45 10:00:00\n[10:00:00] a: hi\n# Start logging at 2023-02-29 09:00:00\n"
+        lines, problems, fmt = parse(write(tmp_path, "den-2024-01-01.log", body + "[10:00:01] b: yo\n"))
+        assert fmt == "chatterino" and [x.sent_at for x in lines] == [utc(2024, 1, 1, 10), utc(2024, 1, 1, 10, 0, 1)]
+        assert [p.where for p in problems] == [1, 3] and "bad date" in problems[0].reason
