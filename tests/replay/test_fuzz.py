@@ -306,6 +306,7 @@ class TestParsers:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(0)  # minutes, not the suite's per-test limit
 class TestParsersLong:
     """``pytest -m fuzz``: 25,000 generated logs per format (10^5 in all)."""
 
@@ -356,6 +357,7 @@ class TestChatLine:
 
 
 @pytest.mark.fuzz
+@pytest.mark.timeout(0)
 class TestChatLineLong:
     def test_construction(self) -> None:
         run_chat_lines(CHATLINE_LONG)
