@@ -48,6 +48,20 @@ class TestReloader:
         assert reloader.current.mood.half_life_s == 30.0
         assert any(e["event"] == "config_reload_failed" for e in logs)
 
+    async def test_a_reloaded_file_logs_its_warnings(self, tmp_path: Path) -> None:
+        path = write(tmp_path / "bots.toml", "[mood]\nhalf_life_s = 30\n")
+
+        async def apply(old: Config, new: Config) -> None:
+            pass
+
+        reloader = Reloader(path, load_config(path, {}), apply, environ={})
+        write(path, '[overlay]\naccess_token = "tok-written-inline"\n')
+        with capture_logs() as logs:
+            assert await reloader.reload()
+        warned = [e for e in logs if e["event"] == "config_warning"]
+        assert len(warned) == 1 and "overlay.access_token is written in the file" in warned[0]["problem"]
+        assert "tok-written-inline" not in repr(logs)
+
     def test_sections_that_need_a_restart_are_named(self, tmp_path: Path) -> None:
         old = load_config(write(tmp_path / "a.toml", "[storage]\ndatabase = \"one\"\n"), {})
         new = load_config(write(tmp_path / "b.toml", "[storage]\ndatabase = \"two\"\n[mood]\nhalf_life_s = 5\n"), {})
