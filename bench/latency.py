@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.app import serve_overlay  # noqa: E402
-from bot.commands.router import is_command  # noqa: E402
-from bot.config import parse_config  # noqa: E402
+from bot.commands.router import CommandRouter  # noqa: E402
+from bot.config import CommandsConfig, parse_config  # noqa: E402
 from bot.domain import ChatLine, Verdict  # noqa: E402
 from bot.logs import configure_logging  # noqa: E402
 from bot.pipeline import open_pipeline  # noqa: E402
@@ -49,8 +49,9 @@ SAMPLE = ROOT / "bot" / "data" / "sample_chat.jsonl"
 
 
 def chat_texts() -> list[str]:
+    router = CommandRouter(CommandsConfig(), ())  # the default command words, as ingest tells them apart
     with open_log(SAMPLE, "demo") as parsed:
-        return [ln.text for ln in parsed.lines if not is_command(ln, "!")]
+        return [ln.text for ln in parsed.lines if not router.is_command(ln)]
 
 
 def make_line(channel: str, i: int, text: str) -> ChatLine:
