@@ -9,8 +9,8 @@ are ``SecretStr`` and may be written as ``"env:NAME"`` to be read from the envir
 variable ``CHATMOOD_MONGODB_URL`` overrides ``storage.mongodb_url``.
 
 Mistakes that would break the bot later are errors; risky choices (a secret written inline, an overlay
-listening beyond this machine without a token) are ``Config.warnings``, printed by ``check-config`` and
-logged when a program starts (:func:`log_warnings`).
+listening beyond this machine without a token, two plain mood bots in one channel) are ``Config.warnings``,
+printed by ``check-config`` and logged when a program starts (:func:`log_warnings`).
 """
 
 from __future__ import annotations
@@ -368,13 +368,6 @@ class Config(_Model):
         for b in self.bots:
             if b.persona is not None and b.persona.role == "moderator" and "angry" not in names:
                 raise ValueError(f"bots.{b.name}.persona: role 'moderator' watches the 'angry' category; add it")
-        reader: dict[str, str] = {}
-        for b in self.bots:
-            for ch in b.channels:
-                if ch in reader:
-                    raise ValueError(f"channel {ch!r} is read by both bot {reader[ch]!r} and bot {b.name!r}:"
-                                     " one bot per channel")
-                reader[ch] = b.name
         return self
 
     @property
@@ -496,6 +489,15 @@ def _warnings(cfg: Config, inline: list[str]) -> list[str]:
         var = _SECRET_ENV[(section, key)]
         out.append(f"{name} is written in the file: keep secrets out of it, e.g. {key} = \"env:{var}\""
                    f" and set {var} in the environment")
+    # Persona bots share channels by design; two plain mood bots in one channel only double the work.
+    reader: dict[str, str] = {}
+    for b in cfg.bots:
+        for ch in b.channels if b.persona is None else ():
+            if ch in reader:
+                out.append(f"channel {ch!r} is read by both bot {reader[ch]!r} and bot {b.name!r}, neither with a"
+                           " persona: its chat arrives twice and each opens a stream session; one mood bot per"
+                           " channel is enough")
+            reader.setdefault(ch, b.name)
     host = cfg.overlay.host
     if cfg.overlay.enabled and not _loopback(host) and cfg.overlay.access_token is None:
         out.append(f"overlay.host {host!r} serves beyond this machine but overlay.access_token is not set: set one"

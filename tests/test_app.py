@@ -24,6 +24,7 @@ from bot.config import Config, load_config
 from bot.replay.run import cmd_replay
 from bot.storage.devdb import DevDb
 from bot.twitch.tokens import TokenSet, TokenStore
+from tests.fakes.gguf import write_tiny_llama
 from tests.fakes.twitch import FakeTwitch, chat_event
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -340,9 +341,11 @@ class TestDemoHealth:
 
     async def test_sigstopped_database_is_503(self, tmp_path: Path, own_ferretdb: DevDb) -> None:
         cfg_path = tmp_path / "bots.toml"
+        tiny = write_tiny_llama(tmp_path / "tiny-llama.gguf")  # the demo's persona, so every part can be healthy
         cfg_path.write_text(
             f'[storage]\nmongodb_url = "{own_ferretdb.url}"\ndatabase = "demo_health"\nserver_timeout_ms = 400\n'
-            '[classifier]\nembedding_model = ""\n',
+            '[classifier]\nembedding_model = ""\n'
+            f'[[bots]]\nname = "pal"\naccount = "pal_bot"\nchannels = ["demo"]\n[bots.persona]\nmodel = "{tiny}"\n',
             encoding="utf-8",
         )
         cfg = load_config(cfg_path, {})

@@ -335,8 +335,6 @@ class TestMistakesThatBreakLater:
             ('[commands]\nprefix = "! "\n', "commands.prefix"),
             ('[twitch]\napi_url = "api.twitch.tv"\n', "twitch.api_url: must be an http:// or https:// URL"),
             ('[twitch]\neventsub_url = "https://x"\n', "twitch.eventsub_url: must be a ws:// or wss:// URL"),
-            ('[[bots]]\nname = "a"\naccount = "x"\nchannels = ["Chan"]\n[[bots]]\nname = "b"\naccount = "y"\n'
-             'channels = ["#chan"]\n', "channel 'chan' is read by both bot 'a' and bot 'b'"),
             ('source = "/etc"\n', "source: unknown key"),
         ],
     )
@@ -391,6 +389,15 @@ class TestWarnings:
     )
     def test_safe_choices_have_none(self, data: dict[str, object]) -> None:
         assert parse_config(data, {"S": "x"}).warnings == ()
+
+    def test_two_plain_mood_bots_in_one_channel(self) -> None:
+        """Personas share channels by design; two bots without one in the same channel is a warning."""
+        two = [{"name": "a", "account": "x", "channels": ["Chan"]},
+               {"name": "b", "account": "y", "channels": ["#chan"]}]
+        cfg = parse_config({"bots": two}, {})
+        assert [w for w in cfg.warnings if "channel 'chan' is read by both bot 'a' and bot 'b'" in w]
+        with_persona = [two[0], {**two[1], "persona": {}}]
+        assert parse_config({"bots": with_persona}, {}).warnings == ()
 
     def test_check_config_prints_them_and_stays_ok(self, tmp_path: Path) -> None:
         path = write(tmp_path, '[overlay]\nhost = "0.0.0.0"\naccess_token = "tok-inline"\n')
