@@ -442,8 +442,9 @@ def make_executor(
 def stored(storage: Storage, *lines: ChatLine, history: History | None = None) -> History:
     """Lines as ingest takes them: to the writer, and into the history's windows (which it returns)."""
     history = history or History(HistoryConfig(), storage)
+    words = router()  # the default command words, as ingest tells commands apart
     for line in lines:
-        command = is_command(line, "!")
+        command = words.is_command(line)
         storage.writer.submit(line, command=command)
         history.observe(line, command=command)
     return history
