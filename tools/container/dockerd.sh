@@ -22,12 +22,15 @@ engine_answers() {
 if [[ "$cmd" == stop ]]; then
     if [[ -f "$state.pid" ]]; then
         pid="$(cat "$state.pid")"
-        if kill -0 "$pid" 2>/dev/null; then
+        rm -f "$state.pid"
+        # Only that dockerd: a pid file left by a machine restart may name another process by now.
+        if kill -0 "$pid" 2>/dev/null && [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" == dockerd ]]; then
             kill -TERM "$pid"
             for _ in $(seq 1 60); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
+            echo "dockerd.sh: stopped the dockerd it had started (pid $pid)"
+        else
+            echo "dockerd.sh: the dockerd it had started (pid $pid) is gone already"
         fi
-        rm -f "$state.pid"
-        echo "dockerd.sh: stopped the dockerd it had started (pid $pid)"
     fi
     exit 0
 fi
