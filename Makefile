@@ -1,6 +1,7 @@
 # chatmood: two commands for a fresh machine.
 #   make demo   replay the bundled sample chat through everything and serve the overlay
 #   make test   the whole test suite
+#   make container-check   build the container images and run them (needs Docker; tools/container/check.sh)
 # `make setup` is the idempotent part both share.
 
 PYTHON ?= python3
@@ -14,7 +15,7 @@ FERRETDB_MODULE := .tools/ferretdb-module
 CHROMIUM   ?= /usr/bin/chromium
 STAMP      := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-soak lint clean models static chromium twitch-cli
+.PHONY: setup demo test bench bench-soak lint clean models static chromium twitch-cli container-images container-check
 
 setup: $(STAMP) $(FERRETDB) twitch-cli models static chromium
 
@@ -69,6 +70,15 @@ bench-soak: setup
 lint: $(STAMP)
 	$(VENV)/bin/ruff check bot tests bench tools
 	$(VENV)/bin/mypy bot
+
+# The container: images on a local Debian base (no registry needed), then the bot, its database and compose
+# run and checked from the host; everything started is removed again. `tools/container/dockerd.sh start`
+# installs Debian's docker.io and starts dockerd where no engine runs.
+container-images: $(FERRETDB)
+	bash tools/container/check.sh images
+
+container-check: $(FERRETDB)
+	bash tools/container/check.sh
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache
