@@ -337,6 +337,21 @@ class OverlayConfig(_Model):
     overlay_requires_token: bool = False
 
 
+class VibesConfig(_Model):
+    """``chatmood vibes``, ``/vibes`` and the stored channel profiles (see bot/vibes/)."""
+
+    # Sentence embeddings of chat and queries: a known model name or a GGUF path (in classifier.models_dir).
+    embedding_model: str = "minilm"
+    # Distinct messages per channel whose embeddings are averaged into its chat embedding.
+    sample_size: int = Field(256, ge=8, le=4096)
+    # How much a query's mood may weigh against its text (0..1); see bot/vibes/rank.py for the blend.
+    mood_weight: float = Field(0.6, ge=0, le=1)
+    # `chatmood run`/`demo` bring the stored profiles up to date this often.
+    refresh_interval_s: float = Field(300.0, gt=0, le=86_400)
+    # Messages and verdicts younger than this wait for the next refresh (they may still sit in a writer's batch).
+    settle_s: float = Field(2.0, ge=0, le=3_600)
+
+
 class Config(_Model):
     storage: StorageConfig = StorageConfig()
     logging: LoggingConfig = LoggingConfig()
@@ -348,6 +363,7 @@ class Config(_Model):
     commands: CommandsConfig = CommandsConfig()
     overlay: OverlayConfig = OverlayConfig()
     history: HistoryConfig = HistoryConfig()
+    vibes: VibesConfig = VibesConfig()
     # Where the file was read from; relative paths in it are resolved against its folder.
     source: Annotated[Path | None, Field(exclude=True)] = None
     # Risky but working choices found by parse_config (see the module docstring); never part of the file.

@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import hashlib
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -166,6 +166,25 @@ class Storage:
         if since is not None:
             match["sent_at"] = {"$gte": since}
         return await self._count_by(MessageDoc, match, "$label", "classified_counts")
+
+    async def scan_messages(
+        self, query: Doc, fields: Sequence[str], *, batch_size: int = 2_000
+    ) -> AsyncIterator[Doc]:
+        """Every stored message matching ``query``, as raw documents with only ``fields`` (and ``_id``), in
+        the database's order: one pass in bounded memory, for features that aggregate stored chat (bot.vibes).
+
+        On FerretDB v1 every filter but ``_id`` reads the whole collection (~55 us a document), however
+        narrow: callers make one pass for many channels rather than one per channel."""
+        async with self._query("scan_messages"):
+            cursor = MessageDoc.get_pymongo_collection().find(
+                query, {name: 1 for name in fields}, batch_size=batch_size
+            )
+            async for doc in cursor:
+                yield doc
+
+    async def message_channels(self) -> dict[str, int]:
+        """Every channel with stored messages, and how many (``$group`` with ``$sum``)."""
+        return await self._count_by(MessageDoc, {}, "$channel", "message_channels")
 
     # ---- labelled examples
 

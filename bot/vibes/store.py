@@ -1,0 +1,189 @@
+"""Channel profiles in MongoDB, brought up to date incrementally from the stored messages.
+
+:meth:`ProfileStore.refresh` continues each stored profile where its last refresh stopped: one pass over the
+messages stored since (``seq`` above the profile's cursor) and the verdicts written since (``classified_at``
+above its verdict cursor), in a single query for every channel. Only what is older than ``vibes.settle_s`` is
+read, so a message whose insert or verdict is still in the writer's batch is taken by the next refresh, not
+missed. Then only the texts that entered or left a channel's sample are embedded.
+
+Cost on FerretDB v1: every filter but ``_id`` reads the whole ``messages`` collection (~55 us a document, so
+~5.5 s per 100,000 stored messages, whatever the filter), once per refresh for all channels together; MongoDB
+reads what the filter selects. :meth:`ProfileStore.window` builds profiles of a time window from scratch
+(one such pass, plus embedding every channel's sample) and stores nothing.
+
+Not seen by an incremental refresh: messages that reach the database more than ``settle_s`` after they were
+received (those replayed from the disk spool after an outage) and verdicts changed after being written.
+``chatmood vibes --rebuild`` builds the profiles again from everything stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import structlog
+from beanie import init_beanie
+
+from bot.config import Config
+from bot.storage.documents import Doc
+from bot.storage.store import Storage
+from bot.vibes.documents import ChannelProfileDoc
+from bot.vibes.embedder import ChatEmbedder
+from bot.vibes.profile import Profile
+
+log = structlog.get_logger(__name__)
+
+FIELDS = ("channel", "text", "sent_at", "seq", "label", "probs", "classified_at", "emote_begins", "emote_ends")
+
+
+@dataclass(frozen=True, slots=True)
+class RefreshReport:
+    channels: int  # profiles written
+    messages: int  # messages folded in
+    verdicts: int  # verdicts folded in
+    embedded: int  # texts embedded
+    seconds: float
+
+
+def _ms(at: datetime) -> datetime:
+    """BSON dates keep milliseconds: cursors are cut the same way, so a boundary is read exactly once."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _spans(doc: Doc) -> list[tuple[int, int]]:
+    return list(zip(doc.get("emote_begins") or (), doc.get("emote_ends") or (), strict=False))
+
+
+class ProfileStore:
+    def __init__(self, storage: Storage, cfg: Config, embedder: ChatEmbedder, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._storage = storage
+        self._categories = cfg.category_names
+        self._valence = {c.name: c.valence for c in cfg.categories}
+        self._vibes = cfg.vibes
+        self._embedder = embedder
+        self._clock = clock
+        self._ready = False
+        self._lock = asyncio.Lock()  # one refresh at a time (the service and a CLI or web request)
+
+    async def ensure_ready(self) -> None:
+        """Bind the profile document to storage's database (Beanie), once."""
+        if not self._ready:
+            await self._storage.ensure_ready()
+            await init_beanie(database=self._storage.db, document_models=[ChannelProfileDoc], skip_indexes=True)
+            self._ready = True
+
+    def _new(self, channel: str) -> Profile:
+        return Profile(channel, self._categories, sample_size=self._vibes.sample_size)
+
+    async def _docs(self, channels: Iterable[str] | None) -> list[ChannelProfileDoc]:
+        await self.ensure_ready()
+        query: Doc = {} if channels is None else {"_id": {"$in": sorted(set(channels))}}
+        return sorted(await ChannelProfileDoc.find(query).to_list(), key=lambda d: d.channel)
+
+    async def load(self, channels: Iterable[str] | None = None) -> list[Profile]:
+        """The stored profiles (of ``channels``, or all), by channel name."""
+        return [d.to_profile() for d in await self._docs(channels)]
+
+    async def refresh(self, channels: Iterable[str] | None = None, *, rebuild: bool = False) -> RefreshReport:
+        """Bring the profiles of ``channels`` (default: every channel with stored messages) up to date."""
+        async with self._lock:
+            return await self._refresh(None if channels is None else sorted(set(channels)), rebuild)
+
+    async def _refresh(self, channels: list[str] | None, rebuild: bool) -> RefreshReport:
+        started = time.perf_counter()
+        await self.ensure_ready()
+        now = self._clock() - self._vibes.settle_s
+        through_seq = int(now * 1e9)
+        through_at = _ms(datetime.fromtimestamp(now, UTC))
+        wanted = channels if channels is not None else sorted(await self._storage.message_channels())
+        stored = {} if rebuild else {d.channel: d for d in await self._docs(wanted)}
+        profiles: dict[str, Profile] = {}
+        for ch in wanted:
+            doc = stored.get(ch)
+            p = doc.to_profile() if doc is not None else self._new(ch)
+            if p.categories != self._categories or p.sample_size != self._vibes.sample_size:
+                p = self._new(ch)  # its numbers mean something else now: build it again
+            elif doc is not None and doc.embedding_model != self._embedder.name:
+                p.forget_embedding()
+            profiles[ch] = p
+        seq_from = {ch: p.seq_through for ch, p in profiles.items()}
+        verdicts_from = {ch: p.verdicts_through for ch, p in profiles.items()}
+        messages = verdicts = 0
+        if profiles:
+            low_seq = min(seq_from.values())
+            known = [v for v in verdicts_from.values() if v is not None]
+            low_at = min(known) if len(known) == len(verdicts_from) else None
+            span: Doc = {"$lte": through_at} if low_at is None else {"$gt": low_at, "$lte": through_at}
+            query: Doc = {"$or": [{"seq": {"$gt": low_seq, "$lte": through_seq}},
+                                  {"classified_at": span, "label": {"$ne": None}}]}
+            if channels is not None:
+                query["channel"] = {"$in": wanted}
+            async for row in self._storage.scan_messages(query, FIELDS):
+                target = profiles.get(row.get("channel", ""))
+                if target is None:
+                    continue  # a channel that got its first message after the list was made: next time
+                seq = int(row.get("seq") or 0)
+                if seq_from[target.channel] < seq <= through_seq:
+                    target.add_message(str(row.get("text") or ""), row["sent_at"], seq=seq,
+                                  label=row.get("label"), spans=_spans(row))
+                    messages += 1
+                at = row.get("classified_at")
+                since = verdicts_from[target.channel]
+                if row.get("label") and at is not None and at <= through_at and (since is None or at > since):
+                    target.add_verdict(str(row["label"]), row.get("probs"), self._valence, at)
+                    verdicts += 1
+        for p in profiles.values():
+            p.end_pass()
+            p.seq_through = max(p.seq_through, through_seq)
+            p.verdicts_through = through_at
+        embedded = await self._embed(profiles.values())
+        await self._save(profiles.values())
+        report = RefreshReport(len(profiles), messages, verdicts, embedded, time.perf_counter() - started)
+        log.info("vibes_profiles_refreshed", channels=report.channels, messages=messages, verdicts=verdicts,
+                 embedded=embedded, seconds=round(report.seconds, 3))
+        return report
+
+    async def _embed(self, profiles: Iterable[Profile]) -> int:
+        """Embed what entered and left each sample (each distinct text once) and move the sums."""
+        changes = [(p, *p.sample_changes()) for p in profiles]
+        texts = sorted({t for _, entered, left in changes for _, t in (*entered, *left)})
+        if not texts:
+            return 0
+        vectors = await self._embedder.embed(texts)
+        row = {t: i for i, t in enumerate(texts)}
+        for p, entered, left in changes:
+            p.apply_embeddings([h for h, _ in entered], vectors[[row[t] for _, t in entered]],
+                               [h for h, _ in left], vectors[[row[t] for _, t in left]])
+        return len(texts)
+
+    async def _save(self, profiles: Iterable[Profile]) -> None:
+        at = datetime.fromtimestamp(self._clock(), UTC)
+        coll = ChannelProfileDoc.get_pymongo_collection()
+        for p in profiles:
+            doc = ChannelProfileDoc.from_profile(p, model=self._embedder.name, at=at)
+            await coll.replace_one({"_id": p.channel}, doc.model_dump(by_alias=True, exclude={"revision_id"}),
+                                   upsert=True)
+
+    async def window(self, since: datetime, channels: Iterable[str] | None = None) -> list[Profile]:
+        """Profiles of the messages sent since ``since``, built now from scratch (stored nowhere)."""
+        await self.ensure_ready()
+        query: Doc = {"sent_at": {"$gte": since}}
+        if channels is not None:
+            query["channel"] = {"$in": sorted(set(channels))}
+        profiles: dict[str, Profile] = {}
+        async for doc in self._storage.scan_messages(query, FIELDS):
+            ch = str(doc.get("channel") or "")
+            p = profiles.get(ch)
+            if p is None:
+                p = profiles[ch] = self._new(ch)
+            p.add_message(str(doc.get("text") or ""), doc["sent_at"], label=doc.get("label"), spans=_spans(doc))
+            if doc.get("label"):
+                p.add_verdict(str(doc["label"]), doc.get("probs"), self._valence)
+        for p in profiles.values():
+            p.end_pass()
+        await self._embed(profiles.values())
+        return sorted(profiles.values(), key=lambda p: p.channel)
