@@ -3,8 +3,9 @@
 Every verb is a ``cmd_<verb>`` function next to the code it drives, named in :data:`COMMANDS`:
 ``check-config`` (bot.config), ``run`` and ``demo`` (bot.app), ``replay`` (bot.replay.run), ``auth``
 (bot.twitch.auth), ``devdb`` (bot.storage.devdb), ``models`` (bot.llm.registry), ``classify``, ``eval``,
-``train`` and ``export`` (bot.classify.training), ``persona`` (bot.persona.offline). This module only parses
-arguments, loads the config and turns errors into messages.
+``train`` and ``export`` (bot.classify.training), ``persona`` (bot.persona.offline), ``collect``
+(bot.vibes.collect) and ``vibes`` (bot.vibes.recommend). This module only parses arguments, loads the
+config and turns errors into messages.
 
 Exit codes: 0 ok, 1 a chatmood error (bad config, missing model, Twitch refused, ...),
 2 bad command-line usage, 130 interrupted.
@@ -18,6 +19,7 @@ import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +44,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("bot.classify.training", "cmd_train"),
     "export": ("bot.classify.training", "cmd_export"),
     "persona": ("bot.persona.offline", "cmd_persona"),
+    "collect": ("bot.vibes.collect", "cmd_collect"),
+    "vibes": ("bot.vibes.recommend", "cmd_vibes"),
 }
 
 
@@ -63,6 +67,42 @@ def _port(text: str) -> int:
     if not 0 <= value <= 65535:
         raise argparse.ArgumentTypeError(f"port must be 0-65535, got {value}")
     return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _window(text: str) -> timedelta:
+    """``90s``, ``30m``, ``6h``, ``2d`` (a bare number is minutes)."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "m")
+    try:
+        value = float(number)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a duration (90s, 30m, 6h, 2d): {text!r}") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"must be longer than 0, got {text}")
+    return timedelta(seconds=value * units[unit])
+
+
+VIBES_EPILOG = """\
+examples (describe the chat you want; moods are read from the configured categories):
+  chatmood vibes "a calm and cozy community"
+  chatmood vibes "chaotic and spammy but hilarious" --top 3
+  chatmood vibes "hype esports energy" --json
+  chatmood vibes "laughing at memes" --plot vibes.png
+
+score = (1 - m) * text + m * mood, where text is the cosine between the query and the channel's chat
+(MiniLM), mood is how much of its chat is in the moods the query asks for, and m = vibes.mood_weight
+times how clearly the query asks for a mood (0 for a pure topic query).
+"""
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -149,6 +189,25 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--user", default="viewer", help="who says it (default: viewer)")
     sp.add_argument("--seed", type=int, default=None, help="sampling seed, for a reply you can reproduce")
     config_arg(sp)
+
+    sp = sub.add_parser("collect", help="read the chat of Twitch's most-watched live channels for a while (stored)")
+    sp.add_argument("--top", type=_count, required=True, help="how many live channels, most viewers first")
+    sp.add_argument("--minutes", type=_positive, required=True, help="how long to read their chat")
+    sp.add_argument("--language", help="only streams in this language (ISO 639-1, e.g. en)")
+    sp.add_argument("--game", help="only streams of this category/game (its name on Twitch)")
+    sp.add_argument("--bot", help="bot name from bots.toml whose token reads chat (default: the only bot)")
+    config_arg(sp, required=True)
+
+    sp = sub.add_parser("vibes", help="rank the stored channels by how well their chat fits a description",
+                        epilog=VIBES_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sp.add_argument("query", help='what you look for, e.g. "a calm and cozy community"')
+    sp.add_argument("--top", type=_count, default=5, help="how many channels to show (default 5)")
+    sp.add_argument("--json", action="store_true", dest="as_json", help="one JSON array, best first")
+    sp.add_argument("--plot", type=Path, default=None, metavar="FILE.png", help="also draw a bar chart (matplotlib)")
+    sp.add_argument("--since", type=_window, default=None, metavar="WINDOW",
+                    help="profile only chat from the last WINDOW (90s, 30m, 6h, 2d); default: everything stored")
+    sp.add_argument("--rebuild", action="store_true", help="rebuild the stored profiles from every stored message")
+    config_arg(sp)
     return p
 
 
@@ -202,6 +261,12 @@ def _call(args: argparse.Namespace) -> Callable[[], int | Awaitable[int]]:
             return lambda: fn(cfg, args.format, args.output)
         case "persona":
             return lambda: fn(cfg, args.bot, args.message, mood=args.mood, user=args.user, seed=args.seed)
+        case "collect":
+            return lambda: fn(cfg, top=args.top, minutes=args.minutes, language=args.language, game=args.game,
+                              bot=args.bot)
+        case "vibes":
+            return lambda: fn(cfg, args.query, top=args.top, as_json=args.as_json, plot=args.plot, since=args.since,
+                              rebuild=args.rebuild)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -88,15 +88,18 @@ class ProfileStore:
         """The stored profiles (of ``channels``, or all), by channel name."""
         return [d.to_profile() for d in await self._docs(channels)]
 
-    async def refresh(self, channels: Iterable[str] | None = None, *, rebuild: bool = False) -> RefreshReport:
-        """Bring the profiles of ``channels`` (default: every channel with stored messages) up to date."""
+    async def refresh(self, channels: Iterable[str] | None = None, *, rebuild: bool = False,
+                      settle_s: float | None = None) -> RefreshReport:
+        """Bring the profiles of ``channels`` (default: every channel with stored messages) up to date.
+        ``settle_s=0`` when the caller knows every write has landed (its own writer was just flushed)."""
         async with self._lock:
-            return await self._refresh(None if channels is None else sorted(set(channels)), rebuild)
+            return await self._refresh(None if channels is None else sorted(set(channels)), rebuild,
+                                       self._vibes.settle_s if settle_s is None else settle_s)
 
-    async def _refresh(self, channels: list[str] | None, rebuild: bool) -> RefreshReport:
+    async def _refresh(self, channels: list[str] | None, rebuild: bool, settle_s: float) -> RefreshReport:
         started = time.perf_counter()
         await self.ensure_ready()
-        now = self._clock() - self._vibes.settle_s
+        now = self._clock() - settle_s
         through_seq = int(now * 1e9)
         through_at = _ms(datetime.fromtimestamp(now, UTC))
         wanted = channels if channels is not None else sorted(await self._storage.message_channels())

@@ -123,6 +123,13 @@ class FakeTwitch:
         self.echo_chat = False
         self.drop_next: list[tuple[str, str]] = []  # (code, message) for the next sends
         self.fail_subscribe: set[str] = set()  # subscription types answered with 400
+        # broadcaster id -> (status, message): chat subscriptions for that channel are refused so
+        self.refuse_chat: dict[str, tuple[int, str]] = {}
+        # Twitch's limits for WebSocket transports: enabled subscriptions per connection, connections per user
+        self.max_subs_per_session = 300
+        self.max_sessions_per_user = 3
+        self.streams: dict[str, dict[str, Any]] = {}  # login -> Get Streams fields (viewers, language, game)
+        self.games: dict[str, str] = {}  # category name -> id
         self.requests: Counter[str] = Counter()
         self.sockets: list[FakeSocket] = []
         self.connects = 0
@@ -140,6 +147,7 @@ class FakeTwitch:
         r.add_get("/helix/eventsub/subscriptions", self._list_subscriptions)
         r.add_get("/helix/users", self._users)
         r.add_get("/helix/streams", self._streams)
+        r.add_get("/helix/games", self._games)
         r.add_post("/helix/chat/messages", self._chat_message)
         r.add_get("/oauth2/validate", self._validate)
         r.add_post("/oauth2/token", self._token)
@@ -201,6 +209,24 @@ class FakeTwitch:
         u = self.users[login]
         self.device_codes[self.user_codes[user_code]] = FakeToken(
             login, u.user_id, ["user:bot", "user:read:chat", "user:write:chat"], self.CLIENT_ID)
+
+    def start_stream(self, login: str, *, viewers: int, language: str = "en", game: str = "Just Chatting",
+                     title: str = "a stream") -> FakeUser:
+        """A live stream Get Streams lists (most viewers first); no stream.online is sent."""
+        u = self.users.get(login) or self.add_user(login)
+        game_id = self.games.setdefault(game, str(500_000 + len(self.games)))
+        self.live[login] = datetime.now(UTC)
+        self.streams[login] = {"viewer_count": viewers, "language": language, "game_id": game_id,
+                               "game_name": game, "title": title}
+        return u
+
+    async def chat(self, login: str, text: str, *, chatter: str = "viewer", message_id: str | None = None,
+                   notification_id: str | None = None) -> str:
+        """A chat message in ``login``'s channel, delivered on the socket that holds its chat subscription."""
+        b = self.users[login]
+        c = self.users.get(chatter) or FakeUser(str(90_000 + len(chatter)), chatter, chatter.capitalize())
+        return await self.notify("channel.chat.message", chat_event(b, c, text, message_id=message_id),
+                                 condition={"broadcaster_user_id": b.user_id}, message_id=notification_id)
 
     @staticmethod
     async def wait_for(predicate: Any, within_s: float = 10.0) -> None:
@@ -347,12 +373,37 @@ class FakeTwitch:
             if s["type"] == body["type"] and s["condition"] == body["condition"]:
                 return web.json_response({"error": "Conflict", "status": 409,
                                           "message": "subscription already exists"}, status=409)
+        refused = self._refused(body, session_id, self._auth(request))
+        if refused is not None:
+            return refused
         sub = {"id": str(uuid.uuid4()), "status": "enabled", "type": body["type"], "version": body["version"],
                "condition": body["condition"], "created_at": ts(), "cost": 0,
                "transport": {"method": "websocket", "session_id": session_id, "connected_at": ts()}}
         self.subscriptions[sub["id"]] = sub
         return web.json_response({"data": [sub], "total": len(self.subscriptions), "total_cost": 0,
                                   "max_total_cost": 10}, status=202)
+
+    def _refused(self, body: dict[str, Any], session_id: str, tok: FakeToken | None) -> web.Response | None:
+        """Twitch's documented refusals: a chat subscription for another user, a channel that refuses, and the
+        WebSocket limits (429)."""
+        def error(status: int, message: str) -> web.Response:
+            names = {403: "Forbidden", 429: "Too Many Requests"}
+            return web.json_response({"error": names.get(status, "Bad Request"), "status": status,
+                                      "message": message}, status=status)
+
+        cond = body.get("condition") or {}
+        if body["type"] == "channel.chat.message":
+            if tok is not None and cond.get("user_id") != tok.user_id:
+                return error(403, "subscription missing proper authorization")
+            if cond.get("broadcaster_user_id") in self.refuse_chat:
+                return error(*self.refuse_chat[cond["broadcaster_user_id"]])
+        in_session = [x for x in self.subscriptions.values() if x["transport"]["session_id"] == session_id]
+        if len(in_session) >= self.max_subs_per_session:
+            return error(429, "websocket transport session has reached its subscription limit")
+        sessions = {x["transport"]["session_id"] for x in self.subscriptions.values()}
+        if session_id not in sessions and len(sessions) >= self.max_sessions_per_user:
+            return error(429, "maximum number of websocket connections reached")
+        return None
 
     async def _unsubscribe(self, request: web.Request) -> web.Response:
         self.requests["unsubscribe"] += 1
@@ -384,21 +435,49 @@ class FakeTwitch:
             "description": "", "profile_image_url": "", "offline_image_url": "", "view_count": 0,
             "created_at": "2020-01-01T00:00:00Z"} for u in found]})
 
+    def _stream_row(self, login: str) -> dict[str, Any]:
+        u = self.users[login]
+        meta = self.streams.get(login, {})
+        return {"id": str(next(self._ids)), "user_id": u.user_id, "user_login": login, "user_name": u.display_name,
+                "game_id": meta.get("game_id", "0"), "game_name": meta.get("game_name", ""), "type": "live",
+                "title": meta.get("title", "a stream"), "tags": [], "viewer_count": meta.get("viewer_count", 1),
+                "started_at": ts(self.live[login]), "language": meta.get("language", "en"), "thumbnail_url": "",
+                "tag_ids": [], "is_mature": False}
+
     async def _streams(self, request: web.Request) -> web.Response:
+        """Get Streams: by user id/login, or every live stream (most viewers first), filtered by language and
+        game id, ``first`` per page (default 20, at most 100) with an ``after`` cursor."""
         self.requests["streams"] += 1
         if self._auth(request) is None:
             return self._unauthorized()
-        ids = request.query.getall("user_id", [])
-        logins = request.query.getall("user_login", [])
-        data = []
-        for login, started in self.live.items():
-            u = self.users[login]
-            if u.user_id in ids or login in logins:
-                data.append({"id": str(next(self._ids)), "user_id": u.user_id, "user_login": login,
-                             "user_name": u.display_name, "game_id": "0", "game_name": "", "type": "live",
-                             "title": "a stream", "tags": [], "viewer_count": 1, "started_at": ts(started),
-                             "language": "en", "thumbnail_url": "", "tag_ids": [], "is_mature": False})
-        return web.json_response({"data": data, "pagination": {}})
+        q = request.query
+        ids, logins = q.getall("user_id", []), q.getall("user_login", [])
+        if ids or logins:
+            data = [self._stream_row(login) for login in self.live
+                    if self.users[login].user_id in ids or login in logins]
+            return web.json_response({"data": data, "pagination": {}})
+        first = int(q.get("first", "20"))
+        if not 1 <= first <= 100:
+            return web.json_response({"error": "Bad Request", "status": 400,
+                                      "message": "first must be between 1 and 100"}, status=400)
+        languages, games = q.getall("language", []), q.getall("game_id", [])
+        rows = [self._stream_row(login) for login in self.live]
+        rows = [r for r in rows if (not languages or r["language"] in languages) and
+                (not games or r["game_id"] in games)]
+        rows.sort(key=lambda r: (-r["viewer_count"], r["user_login"]))
+        self.requests["streams_pages"] += 1
+        start = int(q.get("after", "0") or 0)
+        page = rows[start:start + first]
+        more = start + first < len(rows)
+        return web.json_response({"data": page, "pagination": {"cursor": str(start + first)} if more else {}})
+
+    async def _games(self, request: web.Request) -> web.Response:
+        self.requests["games"] += 1
+        if self._auth(request) is None:
+            return self._unauthorized()
+        names = request.query.getall("name", [])
+        return web.json_response({"data": [{"id": gid, "name": name, "box_art_url": "", "igdb_id": ""}
+                                           for name, gid in self.games.items() if name in names]})
 
     async def _chat_message(self, request: web.Request) -> web.Response:
         self.requests["chat_messages"] += 1
