@@ -348,8 +348,9 @@ class VibesConfig(_Model):
     mood_weight: float = Field(0.6, ge=0, le=1)
     # `chatmood run`/`demo` bring the stored profiles up to date this often.
     refresh_interval_s: float = Field(300.0, gt=0, le=86_400)
-    # Messages and verdicts younger than this wait for the next refresh (they may still sit in a writer's batch).
-    settle_s: float = Field(2.0, ge=0, le=3_600)
+    # A refresh reads again what was written this long before its cursors (skipping what it already folded in),
+    # so messages and verdicts that reach the database up to this late are still counted, exactly once.
+    lookback_s: float = Field(120.0, ge=0, le=86_400)
 
 
 class Config(_Model):

@@ -145,7 +145,7 @@ async def cmd_collect(
             print(line, file=out)
         if read:
             async with open_vibes(cfg, p.storage) as vibes:
-                report = await vibes.store.refresh(read, settle_s=0.0)  # our writer was just flushed
+                report = await vibes.store.refresh(read)
             print(f"profiles: {report.channels} channels profiled ({report.embedded} lines embedded); "
                   f'rank them with chatmood vibes "a calm and cozy community"', file=out)
     return 0

@@ -40,6 +40,10 @@ class ChannelProfileDoc(Document):
     embedded_hashes: list[int] = Field(default_factory=list)
     seq_through: int = 0
     verdicts_through: datetime | None = None
+    recent_ids: list[str] = Field(default_factory=list)  # folded in near the cursors (read again next time)
+    recent_seqs: list[int] = Field(default_factory=list)
+    verdict_ids: list[str] = Field(default_factory=list)
+    verdict_ats: list[datetime] = Field(default_factory=list)
     updated_at: datetime
 
     class Settings:
@@ -71,6 +75,10 @@ class ChannelProfileDoc(Document):
             embedded_hashes=sorted(p.embedded),
             seq_through=p.seq_through,
             verdicts_through=p.verdicts_through,
+            recent_ids=list(p.recent),
+            recent_seqs=list(p.recent.values()),
+            verdict_ids=list(p.recent_verdicts),
+            verdict_ats=list(p.recent_verdicts.values()),
             updated_at=at,
         )
 
@@ -93,4 +101,6 @@ class ChannelProfileDoc(Document):
             embedded=frozenset(self.embedded_hashes),
             seq_through=self.seq_through,
             verdicts_through=self.verdicts_through,
+            recent=dict(zip(self.recent_ids, self.recent_seqs, strict=True)),
+            recent_verdicts=dict(zip(self.verdict_ids, self.verdict_ats, strict=True)),
         )

@@ -134,8 +134,10 @@ class Profile:
     sample: dict[int, SampleLine] = field(default_factory=dict)  # hash -> line
     embedding_sum: np.ndarray | None = None  # float64, the sum of the embedded sample lines
     embedded: frozenset[int] = frozenset()  # the sample hashes whose embeddings are in the sum
-    seq_through: int = 0  # messages with seq <= this are folded in
-    verdicts_through: datetime | None = None  # verdicts with classified_at <= this are folded in
+    seq_through: int = 0  # the newest message folded in (its ``seq``)
+    verdicts_through: datetime | None = None  # the newest verdict folded in (its ``classified_at``)
+    recent: dict[str, int] = field(default_factory=dict)  # message id -> seq, folded in near the cursor
+    recent_verdicts: dict[str, datetime] = field(default_factory=dict)  # message id -> classified_at, the same
     _order: list[int] = field(default_factory=list, repr=False)  # sample hashes, ascending
     _pass_words: Counter[str] = field(default_factory=Counter, repr=False)
     _pass_emotes: Counter[str] = field(default_factory=Counter, repr=False)
@@ -145,9 +147,14 @@ class Profile:
         self._order = sorted(self.sample)
 
     # ---- folding in
-    def add_message(self, text: str, sent_at: datetime, *, seq: int = 0, label: str | None = None,
-                    spans: Iterable[tuple[int, int]] = ()) -> None:
-        """One stored message (its verdict, if any, is folded in separately by :meth:`add_verdict`)."""
+    def add_message(self, text: str, sent_at: datetime, *, message_id: str = "", seq: int = 0,
+                    label: str | None = None, spans: Iterable[tuple[int, int]] = ()) -> bool:
+        """One stored message (its verdict, if any, is folded in separately by :meth:`add_verdict`). False when
+        ``message_id`` was folded in already (a refresh reads a little before its cursor again)."""
+        if message_id:
+            if message_id in self.recent:
+                return False
+            self.recent[message_id] = seq
         self.messages += 1
         if self.first_at is None or sent_at < self.first_at:
             self.first_at = sent_at
@@ -160,6 +167,7 @@ class Profile:
         key = text_key(text)
         if key:
             self._offer(sample_hash(key), SampleLine(text, label or ""))
+        return True
 
     def _offer(self, h: int, line: SampleLine) -> None:
         if h in self.sample:
@@ -177,10 +185,16 @@ class Profile:
         self.sample[h] = line
 
     def add_verdict(self, label: str, probs: Mapping[str, float] | None, valence: Mapping[str, int],
-                    at: datetime | None = None) -> None:
-        """A verdict of one of the channel's messages. Labels outside ``categories`` are ignored."""
+                    at: datetime | None = None, *, message_id: str = "") -> bool:
+        """A verdict of one of the channel's messages. Labels outside ``categories`` are ignored; False when the
+        verdict of ``message_id`` was folded in already."""
         if label not in self.categories:
-            return
+            return False
+        if message_id:
+            if message_id in self.recent_verdicts:
+                return False
+            if at is not None:
+                self.recent_verdicts[message_id] = at
         self.classified += 1
         self.label_counts[label] = self.label_counts.get(label, 0) + 1
         if probs:
@@ -191,6 +205,13 @@ class Profile:
             self.valence_sum += valence.get(label, 0)
         if at is not None and (self.verdicts_through is None or at > self.verdicts_through):
             self.verdicts_through = at
+        return True
+
+    def forget_before(self, seq: int, at: datetime | None) -> None:
+        """Drop remembered ids older than what the next refresh reads again (``seq``, ``at``)."""
+        self.recent = {k: v for k, v in self.recent.items() if v >= seq}
+        if at is not None:
+            self.recent_verdicts = {k: v for k, v in self.recent_verdicts.items() if v >= at}
 
     def end_pass(self) -> None:
         """Merge this pass's term counts and keep the :data:`KEPT_TERMS` most frequent of each kind."""

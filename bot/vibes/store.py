@@ -1,19 +1,22 @@
 """Channel profiles in MongoDB, brought up to date incrementally from the stored messages.
 
 :meth:`ProfileStore.refresh` continues each stored profile where its last refresh stopped: one pass over the
-messages stored since (``seq`` above the profile's cursor) and the verdicts written since (``classified_at``
-above its verdict cursor), in a single query for every channel. Only what is older than ``vibes.settle_s`` is
-read, so a message whose insert or verdict is still in the writer's batch is taken by the next refresh, not
-missed. Then only the texts that entered or left a channel's sample are embedded.
+messages stored since (``seq`` above the profile's cursor, the newest ``seq`` it folded in) and the verdicts
+written since (``classified_at`` above its verdict cursor), in a single query for every channel. Writes do not
+land in ``seq`` order (a writer batches; another process may write at the same time), so each pass reads
+``vibes.lookback_s`` before the cursors again and skips the ids it remembers folding in there: a message or a
+verdict that reaches the database up to that late is counted, and counted once. Then only the texts that entered
+or left a channel's sample are embedded.
 
 Cost on FerretDB v1: every filter but ``_id`` reads the whole ``messages`` collection (~55 us a document, so
 ~5.5 s per 100,000 stored messages, whatever the filter), once per refresh for all channels together; MongoDB
-reads what the filter selects. :meth:`ProfileStore.window` builds profiles of a time window from scratch
-(one such pass, plus embedding every channel's sample) and stores nothing.
+reads what the filter selects (its ``channel``/``sent_at`` index does not cover ``seq``, so it too scans, but
+only once). :meth:`ProfileStore.window` builds profiles of a time window from scratch (one such pass, plus
+embedding every channel's sample) and stores nothing.
 
-Not seen by an incremental refresh: messages that reach the database more than ``settle_s`` after they were
-received (those replayed from the disk spool after an outage) and verdicts changed after being written.
-``chatmood vibes --rebuild`` builds the profiles again from everything stored.
+Not seen by an incremental refresh: messages that reach the database later than ``lookback_s`` (those replayed
+from the disk spool after a long outage) and verdicts changed after being written. ``chatmood vibes --rebuild``
+builds the profiles again from everything stored.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import asyncio
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import structlog
 from beanie import init_beanie
@@ -46,11 +49,6 @@ class RefreshReport:
     verdicts: int  # verdicts folded in
     embedded: int  # texts embedded
     seconds: float
-
-
-def _ms(at: datetime) -> datetime:
-    """BSON dates keep milliseconds: cursors are cut the same way, so a boundary is read exactly once."""
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
 
 
 def _spans(doc: Doc) -> list[tuple[int, int]]:
@@ -88,20 +86,16 @@ class ProfileStore:
         """The stored profiles (of ``channels``, or all), by channel name."""
         return [d.to_profile() for d in await self._docs(channels)]
 
-    async def refresh(self, channels: Iterable[str] | None = None, *, rebuild: bool = False,
-                      settle_s: float | None = None) -> RefreshReport:
-        """Bring the profiles of ``channels`` (default: every channel with stored messages) up to date.
-        ``settle_s=0`` when the caller knows every write has landed (its own writer was just flushed)."""
+    async def refresh(self, channels: Iterable[str] | None = None, *, rebuild: bool = False) -> RefreshReport:
+        """Bring the profiles of ``channels`` (default: every channel with stored messages) up to date."""
         async with self._lock:
-            return await self._refresh(None if channels is None else sorted(set(channels)), rebuild,
-                                       self._vibes.settle_s if settle_s is None else settle_s)
+            return await self._refresh(None if channels is None else sorted(set(channels)), rebuild)
 
-    async def _refresh(self, channels: list[str] | None, rebuild: bool, settle_s: float) -> RefreshReport:
+    async def _refresh(self, channels: list[str] | None, rebuild: bool) -> RefreshReport:
         started = time.perf_counter()
         await self.ensure_ready()
-        now = self._clock() - settle_s
-        through_seq = int(now * 1e9)
-        through_at = _ms(datetime.fromtimestamp(now, UTC))
+        back_ns = int(self._vibes.lookback_s * 1e9)
+        back = timedelta(seconds=self._vibes.lookback_s)
         wanted = channels if channels is not None else sorted(await self._storage.message_channels())
         stored = {} if rebuild else {d.channel: d for d in await self._docs(wanted)}
         profiles: dict[str, Profile] = {}
@@ -113,36 +107,41 @@ class ProfileStore:
             elif doc is not None and doc.embedding_model != self._embedder.name:
                 p.forget_embedding()
             profiles[ch] = p
-        seq_from = {ch: p.seq_through for ch, p in profiles.items()}
-        verdicts_from = {ch: p.verdicts_through for ch, p in profiles.items()}
+        # What each profile reads again: from lookback_s before its cursors (everything for a new profile).
+        seq_from = {ch: (p.seq_through - back_ns if p.messages else None) for ch, p in profiles.items()}
+        at_from = {ch: (p.verdicts_through - back if p.verdicts_through else None) for ch, p in profiles.items()}
         messages = verdicts = 0
         if profiles:
-            low_seq = min(seq_from.values())
-            known = [v for v in verdicts_from.values() if v is not None]
-            low_at = min(known) if len(known) == len(verdicts_from) else None
-            span: Doc = {"$lte": through_at} if low_at is None else {"$gt": low_at, "$lte": through_at}
-            query: Doc = {"$or": [{"seq": {"$gt": low_seq, "$lte": through_seq}},
-                                  {"classified_at": span, "label": {"$ne": None}}]}
+            starts = list(seq_from.values())
+            low_seq = None if None in starts else min(s for s in starts if s is not None)
+            ats = list(at_from.values())
+            low_at = None if None in ats else min(a for a in ats if a is not None)
+            new_messages: Doc = {} if low_seq is None else {"seq": {"$gt": low_seq}}
+            new_verdicts: Doc = {"label": {"$ne": None}}
+            if low_at is not None:
+                new_verdicts["classified_at"] = {"$gt": low_at}
+            query: Doc = {"$or": [new_messages, new_verdicts]} if new_messages else {}
             if channels is not None:
                 query["channel"] = {"$in": wanted}
             async for row in self._storage.scan_messages(query, FIELDS):
                 target = profiles.get(row.get("channel", ""))
                 if target is None:
                     continue  # a channel that got its first message after the list was made: next time
+                mid = str(row["_id"])
                 seq = int(row.get("seq") or 0)
-                if seq_from[target.channel] < seq <= through_seq:
-                    target.add_message(str(row.get("text") or ""), row["sent_at"], seq=seq,
-                                  label=row.get("label"), spans=_spans(row))
+                start = seq_from[target.channel]
+                if (start is None or seq > start) and target.add_message(
+                        str(row.get("text") or ""), row["sent_at"], message_id=mid, seq=seq,
+                        label=row.get("label"), spans=_spans(row)):
                     messages += 1
                 at = row.get("classified_at")
-                since = verdicts_from[target.channel]
-                if row.get("label") and at is not None and at <= through_at and (since is None or at > since):
-                    target.add_verdict(str(row["label"]), row.get("probs"), self._valence, at)
+                since = at_from[target.channel]
+                if row.get("label") and at is not None and (since is None or at > since) and target.add_verdict(
+                        str(row["label"]), row.get("probs"), self._valence, at, message_id=mid):
                     verdicts += 1
         for p in profiles.values():
             p.end_pass()
-            p.seq_through = max(p.seq_through, through_seq)
-            p.verdicts_through = through_at
+            p.forget_before(p.seq_through - back_ns, p.verdicts_through - back if p.verdicts_through else None)
         embedded = await self._embed(profiles.values())
         await self._save(profiles.values())
         report = RefreshReport(len(profiles), messages, verdicts, embedded, time.perf_counter() - started)

@@ -63,7 +63,7 @@ def make_cfg(fake: FakeTwitch, storage_config: StorageConfig, tmp_path: Path, be
         "bots": [{"name": "main", "account": "moodbot", "token_file": str(tmp_path / "moodbot.json"),
                   "channels": ["moodbot"]}],
         "classifier": {"embedding_model": ""},
-        "vibes": {"embedding_model": str(bert), "settle_s": 0},
+        "vibes": {"embedding_model": str(bert)},
     }, {})
 
 

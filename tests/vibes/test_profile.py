@@ -114,3 +114,14 @@ class TestProfile:
         p.end_pass()
         assert p.top_words(2) == [("cheater", 4), ("lag", 1)]
         assert len(p.words) <= KEPT_TERMS
+
+    def test_ids_near_the_cursor_are_folded_in_once(self) -> None:
+        p = Profile("c", NAMES)
+        assert p.add_message("hi", T0, message_id="a", seq=10)
+        assert not p.add_message("hi", T0, message_id="a", seq=10)
+        assert p.add_verdict("love", None, VALENCE, T0, message_id="a")
+        assert not p.add_verdict("love", None, VALENCE, T0, message_id="a")
+        assert (p.messages, p.classified) == (1, 1)
+        p.add_message("later", T0, message_id="b", seq=50)
+        p.forget_before(20, T0 + timedelta(seconds=1))
+        assert set(p.recent) == {"b"} and p.recent_verdicts == {}

@@ -16,6 +16,7 @@ from bot.config import Config, parse_config
 from bot.domain import ChatLine, EmoteSpan, Verdict
 from bot.storage.documents import MessageDoc
 from bot.storage.store import Storage
+from bot.storage.writer import message_document, verdict_fields
 from bot.vibes.embedder import ChatEmbedder
 from bot.vibes.profile import Profile, text_key
 from bot.vibes.rank import Catalogue, Ranker, rank
@@ -37,7 +38,7 @@ def bert_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def make_cfg(**vibes: object) -> Config:
-    return parse_config({"vibes": {"settle_s": 0, **vibes}}, {})
+    return parse_config({"vibes": vibes}, {})
 
 
 @pytest_asyncio.fixture(loop_scope="function")
@@ -172,3 +173,25 @@ class TestProfileStore:
         assert runs[0] == runs[1] == runs[2]
         order = [r["channel"] for r in json.loads(runs[0])]
         assert order[0] == "salty"  # the query names a mood: angry chat wins it
+
+    async def test_writes_that_land_late_are_counted_once(self, storage: Storage, embedder: ChatEmbedder) -> None:
+        """A message written after a refresh with a ``seq`` before its cursor (another writer's batch) and a
+        verdict written late are folded in by the next refresh, once; older than the lookback they are not."""
+        cfg = make_cfg(lookback_s=60)
+        store = ProfileStore(storage, cfg, embedder)
+        await store_chat(storage, lines("cozy"))
+        await store.refresh()
+        (before,) = await store.load(["cozy"])
+        coll = storage.db["messages"]
+        late = ChatLine("late-1", "cozy", "u", "u", "U", "good vibes only", T0)
+        too_late = ChatLine("late-2", "cozy", "u", "u", "U", "ancient history", T0)
+        now = datetime.now(UTC)
+        await coll.insert_many([message_document(late, now, before.seq_through - 5 * 10**9),
+                                message_document(too_late, now, before.seq_through - 90 * 10**9)])
+        await coll.update_one({"_id": "late-1"}, {"$set": verdict_fields(verdict_for(late), now)})
+        for _ in range(2):
+            await store.refresh()
+        (after,) = await store.load(["cozy"])
+        assert after.messages == before.messages + 1 and after.classified == before.classified + 1
+        assert "good vibes only" in {s.text for s in after.sample_lines()}
+        assert "ancient history" not in {s.text for s in after.sample_lines()}
