@@ -35,6 +35,7 @@ from bot.replay.pacing import replay
 from bot.tasks import supervise
 from bot.twitch.botset import BotSet
 from bot.twitch.tokens import read_secret_file, write_secret_file
+from bot.vibes.recommend import Vibes, open_vibes
 from bot.web.server import create_overlay_app, overlay_runner
 
 log = structlog.get_logger(__name__)
@@ -57,8 +58,9 @@ def health_check(p: Pipeline, bots: BotSet | None = None) -> Health:
 
 
 @contextlib.asynccontextmanager
-async def serve_overlay(p: Pipeline, host: str, port: int, access_token: str, health: Health) -> AsyncIterator[str]:
-    """Serve the overlay, dashboard and API for the pipeline; yields the base URL."""
+async def serve_overlay(p: Pipeline, host: str, port: int, access_token: str, health: Health,
+                        vibes: Vibes | None = None) -> AsyncIterator[str]:
+    """Serve the overlay, dashboard and API (and ``/vibes`` when given) for the pipeline; yields the base URL."""
     app = create_overlay_app(
         cfg=p.cfg.overlay,
         categories=p.cfg.categories,
@@ -69,6 +71,7 @@ async def serve_overlay(p: Pipeline, host: str, port: int, access_token: str, he
         health=health,
         access_token=access_token,
         personas=p.personas.status if p.personas is not None else None,
+        vibes=vibes.answer if vibes is not None else None,
     )
     runner = overlay_runner(app, access_log=None, handle_signals=False)
     await runner.setup()
@@ -129,6 +132,7 @@ async def cmd_demo(
             storage = storage.model_copy(update={"mongodb_url": SecretStr(db.url)})
         if cfg.source is None:
             updates["mood"] = cfg.mood.model_copy(update={"half_life_s": 15.0, "snapshot_interval_s": 5.0})
+            updates["vibes"] = cfg.vibes.model_copy(update={"refresh_interval_s": 15.0})
         cfg = demo_persona(cfg.model_copy(update={"storage": storage, **updates}))
         host = host or cfg.overlay.host
         port = cfg.overlay.port if port is None else port
@@ -137,17 +141,20 @@ async def cmd_demo(
         stack.callback(_stop_on_signals(stop))
         print("loading the classifier ...", file=out, flush=True)
         p = await stack.enter_async_context(open_pipeline(cfg))
+        vibes = await stack.enter_async_context(open_vibes(cfg, p.storage))
         token = cfg.overlay.access_token.get_secret_value() if cfg.overlay.access_token else secrets.token_urlsafe(18)
-        base = await stack.enter_async_context(serve_overlay(p, host, port, token, health_check(p)))
+        base = await stack.enter_async_context(serve_overlay(p, host, port, token, health_check(p), vibes))
         print(f"overlay:   {base}/overlay/demo?style=glow", file=out)
         print(f"           {base}/overlay/demo?style=bar&label=1  |  {base}/overlay/demo?style=orb", file=out)
         print(f"dashboard: {base}/dashboard/demo?token={token}", file=out)
+        print(f"vibes:     {base}/vibes?token={token}", file=out)
         chat = Loopback(p.ingest.submit, {b.name: b.account for b in cfg.bots}, out)
         for b in cfg.bots:
             if b.persona is not None and "demo" in b.channels:
                 print(f"persona:   @{b.account} answers mentions in the sample chat ({b.persona.model})", file=out)
         print("replaying the sample chat" + ("" if once else " (Ctrl+C to stop)"), file=out, flush=True)
-        async with supervise({**p.services(), "outbox": p.outbox.drain(chat)}):
+        async with supervise({**p.services(), "outbox": p.outbox.drain(chat),
+                              "vibes-profiles": vibes.refresh_every(cfg.vibes.refresh_interval_s)}):
             passes = 0
             while not stop.is_set():
                 parsed = open_log(SAMPLE_CHAT, "demo")
@@ -209,6 +216,7 @@ async def cmd_run(
     async with contextlib.AsyncExitStack() as stack:
         stack.callback(_stop_on_signals(stop))
         p = await stack.enter_async_context(open_pipeline(cfg))
+        vibes = await stack.enter_async_context(open_vibes(cfg, p.storage))
         bots = BotSet(cfg, p.ingest.submit, p.storage, p.personas)
         stack.push_async_callback(bots.aclose)
 
@@ -217,7 +225,7 @@ async def cmd_run(
             h = host or cfg.overlay.host
             port = cfg.overlay.port if port is None else port
             base = await stack.enter_async_context(
-                serve_overlay(p, h, port, _overlay_token_for_run(cfg), health_check(p, bots))
+                serve_overlay(p, h, port, _overlay_token_for_run(cfg), health_check(p, bots), vibes)
             )
             log.info("overlay_listening", url=f"{base}/overlay/<channel>")
 
@@ -231,7 +239,8 @@ async def cmd_run(
             p.apply(new)
             await bots.apply(new)
 
-        services = {**p.services(), "outbox": p.outbox.drain(bots.send), "bots": bots.tasks.watch()}
+        services = {**p.services(), "outbox": p.outbox.drain(bots.send), "bots": bots.tasks.watch(),
+                    "vibes-profiles": vibes.refresh_every(cfg.vibes.refresh_interval_s)}
         if cfg.source is not None:
             reloader = Reloader(cfg.source, cfg, apply)
             loop.add_signal_handler(signal.SIGHUP, reloader.request)

@@ -16,7 +16,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
+
+import structlog
 
 from bot.config import Category, Config
 from bot.errors import ChatmoodError
@@ -24,6 +26,8 @@ from bot.storage.store import Storage, open_storage
 from bot.vibes.embedder import ChatEmbedder
 from bot.vibes.rank import Catalogue, Query, Ranked, Ranker, rank
 from bot.vibes.store import ProfileStore
+
+log = structlog.get_logger(__name__)
 
 TEMPLATES = ("a calm and cozy community", "chaotic and spammy but hilarious", "hype esports energy")
 EMPTY_HINT = ("no channel profiles yet: fill the store with `chatmood replay FILE --channel NAME` "
@@ -38,10 +42,27 @@ class Vibes:
     ranker: Ranker
 
     async def refresh_every(self, interval_s: float) -> None:
-        """A service: bring the stored profiles up to date every ``interval_s``."""
+        """A service: bring the stored profiles up to date now and every ``interval_s``. A refresh that fails
+        (the database is down, the model is missing) is logged and tried again next time."""
         while True:
+            try:
+                await self.store.refresh()
+            except ChatmoodError as e:
+                log.warning("vibes_refresh_failed", error=str(e)[:300], retry_in_s=interval_s)
             await asyncio.sleep(interval_s)
-            await self.store.refresh()
+
+    async def answer(self, query: str, top: int) -> dict[str, Any]:
+        """The JSON answer of ``/api/vibes`` (and what the ``/vibes`` page shows): how the query was read, the
+        blend, and the ranked channels as ``chatmood vibes --json`` writes them."""
+        q, ranked = await self.rank(query, top=top)
+        m = self.ranker.mood_weight * q.mood.strength
+        return {
+            "query": q.text,
+            "moods_asked": {c: round(q.mood.weights[c], 4) for c in q.mood.asked()},
+            "mood_strength": round(q.mood.strength, 4),
+            "weights": {"text": round(1 - m, 4), "mood": round(m, 4)},
+            "channels": [r.as_json() for r in ranked],
+        }
 
     async def rank(self, query: str, *, top: int | None = None, since: datetime | None = None,
                    ) -> tuple[Query, list[Ranked]]:

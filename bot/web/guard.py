@@ -222,6 +222,21 @@ def parse_overlay_params(query: Mapping[str, str]) -> OverlayParams:
     return OverlayParams(style=style, label=label == "1", size=size, position=position)
 
 
+VIBES_PARAMS = ("q", "top", "token")
+MAX_QUERY = 200
+
+
+def parse_vibes_params(query: Mapping[str, str], *, default_top: int = 5) -> tuple[str, int]:
+    """``q`` (at most 200 characters, trimmed; may be empty) and ``top`` (1-50); unknown names are errors."""
+    unknown = sorted(set(query) - set(VIBES_PARAMS))
+    if unknown:
+        raise ParamError(f"unknown query parameter(s): {', '.join(unknown)} (known: q, top)")
+    text = " ".join(query.get("q", "").split())
+    if len(text) > MAX_QUERY:
+        raise ParamError(f"q may be at most {MAX_QUERY} characters, got {len(text)}")
+    return text, parse_int(query.get("top"), "top", default=default_top, low=1, high=50)
+
+
 def parse_since(value: str | None, *, now: datetime | None = None) -> datetime:
     """``since=``: an ISO 8601 time (naive means UTC), or seconds ago (``900``, ``15m``, ``6h``, ``1d``).
 

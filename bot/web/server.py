@@ -13,6 +13,8 @@ default). Routes::
     GET  /api/messages/{channel}          recent classified messages (token)
     POST /api/reset/{channel}  reset the mood (token in a header, never a cookie alone)
     GET  /healthz              database, model, Twitch per bot, personas; 200 healthy, else 503
+    GET  /vibes?q=             channels ranked by how their chat fits a description (token; bot/web/vibes.py)
+    GET  /api/vibes?q=&top=    the same as JSON (token)
 
 Every route names the query parameters it takes: a bad value, an unknown name or a name given twice is a
 400 that names the parameter (JSON ``{"error": ...}`` on the API), never a 500.
@@ -42,6 +44,7 @@ from bot.domain import MoodState
 from bot.mood.hub import MoodHub, Subscription
 from bot.web import guard as guard
 from bot.web.guard import ParamError
+from bot.web.vibes import Search, add_vibes_routes
 
 T = TypeVar("T")
 log = structlog.get_logger(__name__)
@@ -404,7 +407,7 @@ async def healthz(request: web.Request) -> web.Response:
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in guard.SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
-    if request.path.startswith(("/api/", "/dashboard/", "/healthz")):
+    if request.path.startswith(("/api/", "/dashboard/", "/healthz", "/vibes")):
         response.headers.setdefault("Cache-Control", "no-store")
 
 
@@ -440,12 +443,14 @@ def create_overlay_app(
     templates_dir: Path = TEMPLATES_DIR,
     static_dir: Path = STATIC_DIR,
     personas: Callable[[], Mapping[str, Mapping[str, Any]]] | None = None,
+    vibes: Search | None = None,
 ) -> web.Application:
     """The overlay, dashboard and API as one aiohttp application (see the module docstring).
 
     ``access_token`` "" disables the dashboard and writes. ``mood_state(channel)`` is the channel's current
     mood; ``reset(channel)`` resets it, publishes and returns the fresh state; ``health()`` returns a mapping
-    whose nested ``"ok"`` flags decide 200 or 503; ``personas()`` (optional) reports each bot's persona.
+    whose nested ``"ok"`` flags decide 200 or 503; ``personas()`` (optional) reports each bot's persona;
+    ``vibes(query, top)`` (optional) answers ``/vibes``.
     """
     app = web.Application(client_max_size=64 * 1024)
     app[CFG_KEY] = cfg
@@ -478,5 +483,7 @@ def create_overlay_app(
     app.router.add_get("/api/messages/{channel}", api_messages)
     app.router.add_post("/api/reset/{channel}", api_reset)
     app.router.add_get("/healthz", healthz)
+    if vibes is not None:
+        add_vibes_routes(app, vibes, auth=app[AUTH_KEY], categories=categories)
     app.router.add_static("/static/", static_dir, follow_symlinks=False, show_index=False)
     return app

@@ -23,6 +23,7 @@ from bot.mood.hub import MoodHub
 from bot.mood.publisher import MoodPublisher
 from bot.mood.tracker import MoodTracker
 from bot.web.server import HEADER_TIMEOUT_S, STATIC_DIR, OverlayStorage, create_overlay_app, overlay_runner
+from bot.web.vibes import Search
 from tests.fakes.chat import verdict
 from tests.fakes.clock import FakeClock
 
@@ -46,6 +47,7 @@ class OverlayEnv:
         }
     )
     health_error: Exception | None = None
+    vibes: Search | None = None  # what answers /vibes (bot.vibes.recommend.Vibes.answer), or no /vibes
     resets: list[str] = field(default_factory=list)
     tracker: MoodTracker = field(init=False)
     mood: MoodPublisher = field(init=False)
@@ -84,6 +86,7 @@ class OverlayEnv:
             health=self.health,
             access_token=self.token,
             static_dir=self.static_dir,
+            vibes=self.vibes,
         )
 
 
