@@ -1,20 +1,43 @@
 """The ``channel_profiles`` collection: one :class:`ChannelProfileDoc` per channel (``_id`` = its login).
 
 It keeps a :class:`~bot.vibes.profile.Profile` whole, so a refresh continues where the last one stopped. The
-schema keeps to what MongoDB 7/8 and FerretDB v1 both support: arrays of scalars only (terms and the sample
-are parallel arrays), category names as the only object keys (they never hold ``.`` or ``$``), no NUL
-(stored chat text is already clean). Nothing but ``_id`` is ever filtered on, so no further index is needed.
+schema keeps to what MongoDB 7/8 and FerretDB v1 both support: arrays of scalars only (terms and the sample are
+parallel arrays), category names as the only object keys (they never hold ``.`` or ``$``), no NUL (stored chat
+text is already clean). Numbers that only chatmood reads back (the embedding sum, the sample's hashes, the
+remembered ids, their ``seq`` and times) are packed little-endian into binary fields: a third of the size of BSON
+arrays, and FerretDB reads every byte of every profile to rank them. Nothing but ``_id`` is ever filtered on, so
+no further index is needed.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 from beanie import Document
 from pydantic import Field
 
 from bot.vibes.profile import Profile, SampleLine
+
+
+def pack_ints(values: list[int]) -> bytes:
+    return np.asarray(values, dtype="<i8").tobytes()
+
+
+def unpack_ints(data: bytes) -> list[int]:
+    return [int(x) for x in np.frombuffer(data, dtype="<i8")]
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+
+def _micros(at: datetime) -> int:
+    return (at - _EPOCH) // _US
+
+
+def _from_micros(us: int) -> datetime:
+    return _EPOCH + us * _US
 
 
 class ChannelProfileDoc(Document):
@@ -32,18 +55,20 @@ class ChannelProfileDoc(Document):
     word_counts: list[int] = Field(default_factory=list)
     emote_keys: list[str] = Field(default_factory=list)
     emote_counts: list[int] = Field(default_factory=list)
-    sample_hashes: list[int] = Field(default_factory=list)
+    sample_hashes: bytes = b""  # int64 each, ascending; the texts and labels in the same order
     sample_texts: list[str] = Field(default_factory=list)
     sample_labels: list[str] = Field(default_factory=list)
     embedding_model: str = ""
-    embedding_sum: list[float] = Field(default_factory=list)
-    embedded_hashes: list[int] = Field(default_factory=list)
+    # float64 each; the sum over every sample line's embedding (empty: nothing embedded yet)
+    embedding_sum: bytes = b""
     seq_through: int = 0
     verdicts_through: datetime | None = None
-    recent_ids: list[str] = Field(default_factory=list)  # folded in near the cursors (read again next time)
-    recent_seqs: list[int] = Field(default_factory=list)
-    verdict_ids: list[str] = Field(default_factory=list)
-    verdict_ats: list[datetime] = Field(default_factory=list)
+    reread_seq: int = 0
+    reread_at: datetime | None = None
+    recent_keys: bytes = b""  # int64 id hashes folded in since reread_seq ...
+    recent_seqs: bytes = b""  # ... and their seq
+    verdict_keys: bytes = b""  # int64 id hashes whose verdicts were folded in since reread_at ...
+    verdict_micros: bytes = b""  # ... and their classified_at, in microseconds since the epoch
     updated_at: datetime
 
     class Settings:
@@ -51,7 +76,8 @@ class ChannelProfileDoc(Document):
 
     @classmethod
     def from_profile(cls, p: Profile, *, model: str, at: datetime) -> ChannelProfileDoc:
-        lines = [(h, p.sample[h]) for h in sorted(p.sample)]
+        """The profile as stored. Its embedding sum must cover exactly its sample (as after a refresh)."""
+        order = sorted(p.sample)
         return cls(
             _id=p.channel,
             channel=p.channel,
@@ -67,22 +93,26 @@ class ChannelProfileDoc(Document):
             word_counts=list(p.words.values()),
             emote_keys=list(p.emotes),
             emote_counts=list(p.emotes.values()),
-            sample_hashes=[h for h, _ in lines],
-            sample_texts=[line.text for _, line in lines],
-            sample_labels=[line.label for _, line in lines],
+            sample_hashes=pack_ints(order),
+            sample_texts=[p.sample[h].text for h in order],
+            sample_labels=[p.sample[h].label for h in order],
             embedding_model=model,
-            embedding_sum=[] if p.embedding_sum is None else [float(x) for x in p.embedding_sum],
-            embedded_hashes=sorted(p.embedded),
+            embedding_sum=b"" if p.embedding_sum is None or not p.embedded
+            else np.asarray(p.embedding_sum, dtype="<f8").tobytes(),
             seq_through=p.seq_through,
             verdicts_through=p.verdicts_through,
-            recent_ids=list(p.recent),
-            recent_seqs=list(p.recent.values()),
-            verdict_ids=list(p.recent_verdicts),
-            verdict_ats=list(p.recent_verdicts.values()),
+            reread_seq=p.reread_seq,
+            reread_at=p.reread_at,
+            recent_keys=pack_ints(list(p.recent)),
+            recent_seqs=pack_ints(list(p.recent.values())),
+            verdict_keys=pack_ints(list(p.recent_verdicts)),
+            verdict_micros=pack_ints([_micros(t) for t in p.recent_verdicts.values()]),
             updated_at=at,
         )
 
     def to_profile(self) -> Profile:
+        hashes = unpack_ints(self.sample_hashes)
+        embedding = np.frombuffer(self.embedding_sum, dtype="<f8").astype(np.float64) if self.embedding_sum else None
         return Profile(
             channel=self.channel,
             categories=tuple(self.categories),
@@ -95,12 +125,15 @@ class ChannelProfileDoc(Document):
             valence_sum=self.valence_sum,
             words=dict(zip(self.word_keys, self.word_counts, strict=True)),
             emotes=dict(zip(self.emote_keys, self.emote_counts, strict=True)),
-            sample={h: SampleLine(t, lb) for h, t, lb in
-                    zip(self.sample_hashes, self.sample_texts, self.sample_labels, strict=True)},
-            embedding_sum=np.asarray(self.embedding_sum, dtype=np.float64) if self.embedding_sum else None,
-            embedded=frozenset(self.embedded_hashes),
+            sample={h: SampleLine(t, lb) for h, t, lb in zip(hashes, self.sample_texts, self.sample_labels,
+                                                              strict=True)},
+            embedding_sum=embedding,
+            embedded=frozenset(hashes) if embedding is not None else frozenset(),
             seq_through=self.seq_through,
             verdicts_through=self.verdicts_through,
-            recent=dict(zip(self.recent_ids, self.recent_seqs, strict=True)),
-            recent_verdicts=dict(zip(self.verdict_ids, self.verdict_ats, strict=True)),
+            reread_seq=self.reread_seq,
+            reread_at=self.reread_at,
+            recent=dict(zip(unpack_ints(self.recent_keys), unpack_ints(self.recent_seqs), strict=True)),
+            recent_verdicts=dict(zip(unpack_ints(self.verdict_keys),
+                                     (_from_micros(us) for us in unpack_ints(self.verdict_micros)), strict=True)),
         )

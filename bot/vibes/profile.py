@@ -25,11 +25,14 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 
 KEPT_TERMS = 500  # words (and emotes) kept per channel between passes
+KEPT_IDS = 256  # message ids (hashed) remembered per channel near the cursors (keeps the document small)
+T = TypeVar("T", int, datetime)
 _STRIP = "!?.,:;\"'()[]{}*~`<>«»“”‘’"
 _CAMEL = re.compile(r"^(?:[a-z0-9]+[A-Z]|[A-Z][a-z0-9]+[A-Z])[A-Za-z0-9]*$")
 _SPACES = re.compile(r"\s+")
@@ -105,6 +108,20 @@ def terms(text: str, spans: Iterable[tuple[int, int]] = ()) -> tuple[list[str], 
     return words, emotes
 
 
+def id_hash(message_id: str) -> int:
+    """A message id as a 63-bit int (BSON int64): remembered ids cost 8 bytes, not a string each."""
+    return int.from_bytes(hashlib.blake2b(message_id.encode("utf-8"), digest_size=8).digest(), "big") >> 1
+
+
+def _newest(ids: dict[int, T], floor: T, keep: int) -> tuple[dict[int, T], T]:
+    """The ids at or above ``floor``, cut to the newest ``keep`` (ties kept), and the floor that leaves."""
+    kept = {k: v for k, v in ids.items() if v >= floor}
+    if len(kept) > keep:
+        floor = sorted(kept.values(), reverse=True)[keep - 1]
+        kept = {k: v for k, v in kept.items() if v >= floor}
+    return kept, floor
+
+
 def _top(counts: Mapping[str, int], n: int) -> list[tuple[str, int]]:
     """The ``n`` most frequent terms, ties broken by the term (deterministic)."""
     return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
@@ -136,8 +153,12 @@ class Profile:
     embedded: frozenset[int] = frozenset()  # the sample hashes whose embeddings are in the sum
     seq_through: int = 0  # the newest message folded in (its ``seq``)
     verdicts_through: datetime | None = None  # the newest verdict folded in (its ``classified_at``)
-    recent: dict[str, int] = field(default_factory=dict)  # message id -> seq, folded in near the cursor
-    recent_verdicts: dict[str, datetime] = field(default_factory=dict)  # message id -> classified_at, the same
+    # What the next refresh reads again (seq >= reread_seq, classified_at >= reread_at), and the ids (hashed)
+    # folded in since then, so that what it reads again is skipped: see :meth:`remember_recent`.
+    reread_seq: int = 0
+    reread_at: datetime | None = None
+    recent: dict[int, int] = field(default_factory=dict)  # id hash -> seq
+    recent_verdicts: dict[int, datetime] = field(default_factory=dict)  # id hash -> classified_at
     _order: list[int] = field(default_factory=list, repr=False)  # sample hashes, ascending
     _pass_words: Counter[str] = field(default_factory=Counter, repr=False)
     _pass_emotes: Counter[str] = field(default_factory=Counter, repr=False)
@@ -152,9 +173,10 @@ class Profile:
         """One stored message (its verdict, if any, is folded in separately by :meth:`add_verdict`). False when
         ``message_id`` was folded in already (a refresh reads a little before its cursor again)."""
         if message_id:
-            if message_id in self.recent:
+            key = id_hash(message_id)
+            if key in self.recent:
                 return False
-            self.recent[message_id] = seq
+            self.recent[key] = seq
         self.messages += 1
         if self.first_at is None or sent_at < self.first_at:
             self.first_at = sent_at
@@ -164,9 +186,9 @@ class Profile:
         words, emotes = terms(text, spans)
         self._pass_words.update(words)
         self._pass_emotes.update(emotes)
-        key = text_key(text)
-        if key:
-            self._offer(sample_hash(key), SampleLine(text, label or ""))
+        normal = text_key(text)
+        if normal:
+            self._offer(sample_hash(normal), SampleLine(text, label or ""))
         return True
 
     def _offer(self, h: int, line: SampleLine) -> None:
@@ -191,10 +213,11 @@ class Profile:
         if label not in self.categories:
             return False
         if message_id:
-            if message_id in self.recent_verdicts:
+            key = id_hash(message_id)
+            if key in self.recent_verdicts:
                 return False
             if at is not None:
-                self.recent_verdicts[message_id] = at
+                self.recent_verdicts[key] = at
         self.classified += 1
         self.label_counts[label] = self.label_counts.get(label, 0) + 1
         if probs:
@@ -207,11 +230,14 @@ class Profile:
             self.verdicts_through = at
         return True
 
-    def forget_before(self, seq: int, at: datetime | None) -> None:
-        """Drop remembered ids older than what the next refresh reads again (``seq``, ``at``)."""
-        self.recent = {k: v for k, v in self.recent.items() if v >= seq}
-        if at is not None:
-            self.recent_verdicts = {k: v for k, v in self.recent_verdicts.items() if v >= at}
+    def remember_recent(self, lookback_ns: int, lookback: timedelta, keep: int = KEPT_IDS) -> None:
+        """Set what the next refresh reads again: ``lookback`` before the cursors, but no further back than the
+        newest ``keep`` ids remembered (so a replay of 80,000 lines in a minute keeps a small document), and forget
+        the ids older than that. Everything folded in at or after ``reread_*`` stays remembered."""
+        self.recent, self.reread_seq = _newest(self.recent, self.seq_through - lookback_ns, keep)
+        if self.verdicts_through is not None:
+            self.recent_verdicts, self.reread_at = _newest(self.recent_verdicts, self.verdicts_through - lookback,
+                                                           keep)
 
     def end_pass(self) -> None:
         """Merge this pass's term counts and keep the :data:`KEPT_TERMS` most frequent of each kind."""

@@ -24,6 +24,7 @@ from bot.config import Category, Config
 from bot.errors import ChatmoodError
 from bot.storage.store import Storage, open_storage
 from bot.vibes.embedder import ChatEmbedder
+from bot.vibes.profile import Profile
 from bot.vibes.rank import Catalogue, Query, Ranked, Ranker, rank
 from bot.vibes.store import ProfileStore
 
@@ -36,10 +37,15 @@ EMPTY_HINT = ("no channel profiles yet: fill the store with `chatmood replay FIL
 
 @dataclass
 class Vibes:
-    """What the CLI, the web page and the app share: the profile store and the ranker over one embedder."""
+    """What the CLI, the web page and the app share: the profile store and the ranker over one embedder.
+
+    Ranking keeps the loaded profiles until this process's store writes new ones (a refresh), so a running
+    program reads them from the database once per refresh, not once per query; what another process writes is
+    seen after this one's next refresh."""
 
     store: ProfileStore
     ranker: Ranker
+    _cached: tuple[int, list[Profile]] | None = None
 
     async def refresh_every(self, interval_s: float) -> None:
         """A service: bring the stored profiles up to date now and every ``interval_s``. A refresh that fails
@@ -66,7 +72,14 @@ class Vibes:
 
     async def rank(self, query: str, *, top: int | None = None, since: datetime | None = None,
                    ) -> tuple[Query, list[Ranked]]:
-        profiles = await (self.store.window(since) if since is not None else self.store.load())
+        if since is not None:
+            profiles = await self.store.window(since)
+        elif self._cached is not None and self._cached[0] == self.store.version:
+            profiles = self._cached[1]
+        else:
+            version = self.store.version
+            profiles = await self.store.load(for_ranking=True)
+            self._cached = (version, profiles)
         q = await self.ranker.query(query)
         cat = Catalogue(profiles, [c.name for c in self.ranker.categories], q.vec.shape[0])
         return q, rank(q, cat, mood_weight=self.ranker.mood_weight, top=top)
@@ -95,6 +108,9 @@ def _moods(r: Ranked) -> str:
 def describe_query(q: Query, mood_weight: float) -> str:
     m = mood_weight * q.mood.strength
     asked = ", ".join(f"{c} {q.mood.weights[c]:.0%}" for c in q.mood.asked()) or "none in particular"
+    if q.mood.strength == 0:
+        closest = q.mood.asked()[:1]
+        asked = "none clearly" + (f" (closest: {closest[0]})" if closest else "")
     return f"query: {q.text!r}  moods asked: {asked} (strength {q.mood.strength:.2f}); " \
            f"score = {1 - m:.2f} * text + {m:.2f} * mood"
 
@@ -125,7 +141,7 @@ def plot_ranking(q: Query, ranked: Sequence[Ranked], categories: Sequence[Catego
     m = mood_weight * q.mood.strength
     names = [r.channel for r in ranked][::-1]
     rows = list(ranked)[::-1]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.55 * len(rows) + 1.8), sharey=True,
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 0.6 * len(rows) + 1.9), sharey=True,
                                       gridspec_kw={"width_ratios": [3, 2]})
     try:
         text_part = [(1 - m) * r.text_score for r in rows]
@@ -145,7 +161,8 @@ def plot_ranking(q: Query, ranked: Sequence[Ranked], categories: Sequence[Catego
             start = [a + b for a, b in zip(start, share, strict=True)]
         right.set_xlim(0, 1)
         right.set_xlabel("share of classified messages")
-        right.legend(loc="upper center", bbox_to_anchor=(0.5, -0.18 - 0.6 / max(1, len(rows))), ncol=3, fontsize=8)
+        right.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=len(categories), fontsize=8,
+                     frameon=False, handlelength=1.0, columnspacing=0.8)
         fig.suptitle(f"chatmood vibes: “{_clean(q.text, 60)}”")
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -39,12 +39,13 @@ from bot.vibes.profile import Profile
 
 log = structlog.get_logger(__name__)
 
+REFRESH_ONLY = ("recent_keys", "recent_seqs", "verdict_keys", "verdict_micros")
 FIELDS = ("channel", "text", "sent_at", "seq", "label", "probs", "classified_at", "emote_begins", "emote_ends")
 
 
 @dataclass(frozen=True, slots=True)
 class RefreshReport:
-    channels: int  # profiles written
+    channels: int  # profiles written (new, or with something new folded in)
     messages: int  # messages folded in
     verdicts: int  # verdicts folded in
     embedded: int  # texts embedded
@@ -66,6 +67,7 @@ class ProfileStore:
         self._clock = clock
         self._ready = False
         self._lock = asyncio.Lock()  # one refresh at a time (the service and a CLI or web request)
+        self.version = 0  # counts the refreshes that wrote something (for caches of loaded profiles)
 
     async def ensure_ready(self) -> None:
         """Bind the profile document to storage's database (Beanie), once."""
@@ -77,14 +79,18 @@ class ProfileStore:
     def _new(self, channel: str) -> Profile:
         return Profile(channel, self._categories, sample_size=self._vibes.sample_size)
 
-    async def _docs(self, channels: Iterable[str] | None) -> list[ChannelProfileDoc]:
+    async def _docs(self, channels: Iterable[str] | None, *, light: bool = False) -> list[ChannelProfileDoc]:
         await self.ensure_ready()
         query: Doc = {} if channels is None else {"_id": {"$in": sorted(set(channels))}}
-        return sorted(await ChannelProfileDoc.find(query).to_list(), key=lambda d: d.channel)
+        projection = dict.fromkeys(REFRESH_ONLY, 0) if light else None
+        coll = ChannelProfileDoc.get_pymongo_collection()
+        docs = [ChannelProfileDoc.model_validate(d) async for d in coll.find(query, projection)]
+        return sorted(docs, key=lambda d: d.channel)
 
-    async def load(self, channels: Iterable[str] | None = None) -> list[Profile]:
-        """The stored profiles (of ``channels``, or all), by channel name."""
-        return [d.to_profile() for d in await self._docs(channels)]
+    async def load(self, channels: Iterable[str] | None = None, *, for_ranking: bool = False) -> list[Profile]:
+        """The stored profiles (of ``channels``, or all), by channel name. ``for_ranking`` leaves out what only
+        a refresh needs (the remembered ids): such a profile must not be refreshed or saved."""
+        return [d.to_profile() for d in await self._docs(channels, light=for_ranking)]
 
     async def refresh(self, channels: Iterable[str] | None = None, *, rebuild: bool = False) -> RefreshReport:
         """Bring the profiles of ``channels`` (default: every channel with stored messages) up to date."""
@@ -107,19 +113,20 @@ class ProfileStore:
             elif doc is not None and doc.embedding_model != self._embedder.name:
                 p.forget_embedding()
             profiles[ch] = p
-        # What each profile reads again: from lookback_s before its cursors (everything for a new profile).
-        seq_from = {ch: (p.seq_through - back_ns if p.messages else None) for ch, p in profiles.items()}
-        at_from = {ch: (p.verdicts_through - back if p.verdicts_through else None) for ch, p in profiles.items()}
+        # What each profile reads again (Profile.remember_recent); everything for a new profile.
+        seq_from = {ch: (p.reread_seq if p.messages else None) for ch, p in profiles.items()}
+        at_from = {ch: (p.reread_at if p.verdicts_through else None) for ch, p in profiles.items()}
         messages = verdicts = 0
+        changed = {ch for ch, p in profiles.items() if ch not in stored or not p.embedded}
         if profiles:
             starts = list(seq_from.values())
             low_seq = None if None in starts else min(s for s in starts if s is not None)
             ats = list(at_from.values())
             low_at = None if None in ats else min(a for a in ats if a is not None)
-            new_messages: Doc = {} if low_seq is None else {"seq": {"$gt": low_seq}}
+            new_messages: Doc = {} if low_seq is None else {"seq": {"$gte": low_seq}}
             new_verdicts: Doc = {"label": {"$ne": None}}
             if low_at is not None:
-                new_verdicts["classified_at"] = {"$gt": low_at}
+                new_verdicts["classified_at"] = {"$gte": low_at}
             query: Doc = {"$or": [new_messages, new_verdicts]} if new_messages else {}
             if channels is not None:
                 query["channel"] = {"$in": wanted}
@@ -130,21 +137,24 @@ class ProfileStore:
                 mid = str(row["_id"])
                 seq = int(row.get("seq") or 0)
                 start = seq_from[target.channel]
-                if (start is None or seq > start) and target.add_message(
+                if (start is None or seq >= start) and target.add_message(
                         str(row.get("text") or ""), row["sent_at"], message_id=mid, seq=seq,
                         label=row.get("label"), spans=_spans(row)):
                     messages += 1
+                    changed.add(target.channel)
                 at = row.get("classified_at")
                 since = at_from[target.channel]
-                if row.get("label") and at is not None and (since is None or at > since) and target.add_verdict(
+                if row.get("label") and at is not None and (since is None or at >= since) and target.add_verdict(
                         str(row["label"]), row.get("probs"), self._valence, at, message_id=mid):
                     verdicts += 1
+                    changed.add(target.channel)
         for p in profiles.values():
             p.end_pass()
-            p.forget_before(p.seq_through - back_ns, p.verdicts_through - back if p.verdicts_through else None)
+            p.remember_recent(back_ns, back)
         embedded = await self._embed(profiles.values())
-        await self._save(profiles.values())
-        report = RefreshReport(len(profiles), messages, verdicts, embedded, time.perf_counter() - started)
+        # Only what changed is written: on FerretDB v1 each replace by _id scans the profiles collection.
+        await self._save(profiles[ch] for ch in sorted(changed))
+        report = RefreshReport(len(changed), messages, verdicts, embedded, time.perf_counter() - started)
         log.info("vibes_profiles_refreshed", channels=report.channels, messages=messages, verdicts=verdicts,
                  embedded=embedded, seconds=round(report.seconds, 3))
         return report
@@ -165,10 +175,14 @@ class ProfileStore:
     async def _save(self, profiles: Iterable[Profile]) -> None:
         at = datetime.fromtimestamp(self._clock(), UTC)
         coll = ChannelProfileDoc.get_pymongo_collection()
+        wrote = False
         for p in profiles:
             doc = ChannelProfileDoc.from_profile(p, model=self._embedder.name, at=at)
             await coll.replace_one({"_id": p.channel}, doc.model_dump(by_alias=True, exclude={"revision_id"}),
                                    upsert=True)
+            wrote = True
+        if wrote:
+            self.version += 1
 
     async def window(self, since: datetime, channels: Iterable[str] | None = None) -> list[Profile]:
         """Profiles of the messages sent since ``since``, built now from scratch (stored nowhere)."""

@@ -123,5 +123,16 @@ class TestProfile:
         assert not p.add_verdict("love", None, VALENCE, T0, message_id="a")
         assert (p.messages, p.classified) == (1, 1)
         p.add_message("later", T0, message_id="b", seq=50)
-        p.forget_before(20, T0 + timedelta(seconds=1))
-        assert set(p.recent) == {"b"} and p.recent_verdicts == {}
+        p.add_verdict("love", None, VALENCE, T0 + timedelta(seconds=9), message_id="b")
+        p.remember_recent(30, timedelta(seconds=5))
+        assert (p.reread_seq, p.reread_at) == (20, T0 + timedelta(seconds=4))
+        assert list(p.recent.values()) == [50] and list(p.recent_verdicts.values()) == [T0 + timedelta(seconds=9)]
+
+    def test_remembered_ids_are_bounded(self) -> None:
+        """A burst (a fast replay) keeps the newest ids only, and the next refresh reads again from there."""
+        p = Profile("c", NAMES)
+        for i in range(50):
+            p.add_message(f"m{i}", T0, message_id=f"id{i}", seq=100 + i // 2)  # two messages per seq
+        p.remember_recent(10**9, timedelta(seconds=60), keep=9)
+        assert p.reread_seq == 120 and len(p.recent) == 10  # seq 120..124, two each: ties kept
+        assert not p.add_message("again", T0, message_id="id49", seq=124)

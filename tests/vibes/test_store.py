@@ -132,7 +132,7 @@ class TestProfileStore:
                      text=f"pog number {w}", sent_at=T0 + timedelta(minutes=5, seconds=i))
             for i, w in enumerate(("one", "two", "three", "four", "five", "six", "seven", "eight"))])
         await store.refresh()
-        await store.refresh()  # nothing new: nothing changes
+        assert (await store.refresh()).channels == 0  # nothing new: nothing written
         incremental = {p.channel: p for p in await store.load()}
         await store.refresh(rebuild=True)
         rebuilt = {p.channel: p for p in await store.load()}
