@@ -62,6 +62,7 @@ bench: setup
 	$(PY) bench/latency.py
 	$(PY) bench/devdb.py
 	$(PY) bench/persona.py
+	$(PY) bench/vibes.py
 
 # The dev database filled to a million messages through the pipeline (tens of minutes; 1.5 GB in /tmp).
 bench-soak: setup
