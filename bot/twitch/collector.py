@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -173,7 +173,7 @@ class ChatCollector:
     def user_id(self) -> str:
         return self._tokens.user_id if self._tokens else ""
 
-    def watch(self) -> Any:
+    def watch(self) -> Coroutine[Any, Any, None]:
         """The collector's task, for a program's services: raises as soon as it fails."""
         return self._tasks.watch()
 

@@ -8,7 +8,7 @@ side is :mod:`bot.twitch.collector`), the per-channel profile built from stored 
 (``recommend``), and the sample chat cut into channels (``samples``, for the README and the benchmark).
 
 May import: the kernel, ``bot.storage`` (stored messages), ``bot.llm`` (the embedding model),
-``bot.classify`` (the glossary, to tell emotes from words), ``bot.replay`` (the sample chat) and, in
+``bot.classify`` (the glossary: chat slang in queries), ``bot.replay`` (the sample chat) and, in
 ``collect`` only, ``bot.twitch`` and ``bot.pipeline``. Imported by: ``bot.app`` (the ``/vibes`` page's
 ranking and the profile refresh service) and ``bot.cli``.
 """

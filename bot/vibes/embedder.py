@@ -28,7 +28,6 @@ class ChatEmbedder:
         self._threads = threads
         self._embedder: Embedder | None = None
         self._loading = asyncio.Lock()
-        self.calls = 0  # texts embedded (for reports and tests)
 
     @classmethod
     def from_config(cls, cfg: Config) -> ChatEmbedder:
@@ -55,7 +54,6 @@ class ChatEmbedder:
         embedder = await self._loaded()
         parts = [await asyncio.to_thread(embedder.embed, list(texts[i:i + CHUNK]))
                  for i in range(0, len(texts), CHUNK)]
-        self.calls += len(texts)
         return np.concatenate(parts) if parts else np.zeros((0, embedder.dim), dtype=np.float32)
 
     def close(self) -> None:

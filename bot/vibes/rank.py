@@ -151,7 +151,7 @@ def rank(q: Query, cat: Catalogue, *, mood_weight: float, top: int | None = None
 
 
 class Ranker:
-    """Turns query text into a :class:`Query` (the category embeddings are made once) and ranks a catalogue."""
+    """Turns query text into a :class:`Query` (the category embeddings are made once); :func:`rank` ranks."""
 
     def __init__(self, categories: Sequence[Category], embedder: ChatEmbedder, mood_weight: float) -> None:
         self.categories = tuple(categories)
@@ -165,8 +165,3 @@ class Ranker:
             self._reader = MoodReader(self.categories, vecs)
         vec = (await self.embedder.embed([text]))[0]
         return Query(text, vec, self._reader.read(text, vec))
-
-    async def rank(self, text: str, profiles: Sequence[Profile], *, top: int | None = None) -> list[Ranked]:
-        q = await self.query(text)
-        return rank(q, Catalogue(profiles, [c.name for c in self.categories], q.vec.shape[0]),
-                    mood_weight=self.mood_weight, top=top)
