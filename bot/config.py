@@ -351,6 +351,9 @@ class VibesConfig(_Model):
     # A refresh reads again what was written this long before its cursors (skipping what it already folded in),
     # so messages and verdicts that reach the database up to this late are still counted, exactly once.
     lookback_s: float = Field(120.0, ge=0, le=86_400)
+    # The longest one refresh's pass over stored messages, or loading every profile, may take on the database
+    # (the development database scans every stored message whatever the filter: ~5 s per 100,000).
+    refresh_timeout_s: float = Field(300.0, gt=0, le=86_400)
 
 
 class Config(_Model):

@@ -168,23 +168,24 @@ class Storage:
         return await self._count_by(MessageDoc, match, "$label", "classified_counts")
 
     async def scan_messages(
-        self, query: Doc, fields: Sequence[str], *, batch_size: int = 2_000
+        self, query: Doc, fields: Sequence[str], *, batch_size: int = 2_000, timeout_s: float | None = None
     ) -> AsyncIterator[Doc]:
         """Every stored message matching ``query``, as raw documents with only ``fields`` (and ``_id``), in
         the database's order: one pass in bounded memory, for features that aggregate stored chat (bot.vibes).
 
         On FerretDB v1 every filter but ``_id`` reads the whole collection (~55 us a document), however
-        narrow: callers make one pass for many channels rather than one per channel."""
-        async with self._query("scan_messages"):
+        narrow: callers make one pass for many channels rather than one per channel, and give the pass a
+        ``timeout_s`` to match (the default is ``server_timeout_ms``)."""
+        async with self._query("scan_messages", timeout_s):
             cursor = MessageDoc.get_pymongo_collection().find(
                 query, {name: 1 for name in fields}, batch_size=batch_size
             )
             async for doc in cursor:
                 yield doc
 
-    async def message_channels(self) -> dict[str, int]:
-        """Every channel with stored messages, and how many (``$group`` with ``$sum``)."""
-        return await self._count_by(MessageDoc, {}, "$channel", "message_channels")
+    async def message_channels(self, *, timeout_s: float | None = None) -> dict[str, int]:
+        """Every channel with stored messages, and how many (``$group`` with ``$sum``: a scan)."""
+        return await self._count_by(MessageDoc, {}, "$channel", "message_channels", timeout_s)
 
     # ---- labelled examples
 
@@ -238,9 +239,11 @@ class Storage:
         match: Doc = {} if channel is None else {"channel": channel}
         return await self._count_by(LabeledExampleDoc, match, "$completion", "label_counts")
 
-    async def _count_by(self, model: type[Document], match: Doc, key: str, what: str) -> dict[str, int]:
+    async def _count_by(
+        self, model: type[Document], match: Doc, key: str, what: str, timeout_s: float | None = None
+    ) -> dict[str, int]:
         pipeline: list[Doc] = [{"$match": match}, {"$group": {"_id": key, "n": {"$sum": 1}}}]
-        async with self._query(what):
+        async with self._query(what, timeout_s):
             rows = await model.aggregate(pipeline).to_list()
         return {str(r["_id"]): int(r["n"]) for r in rows if r["_id"] is not None}
 

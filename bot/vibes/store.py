@@ -22,15 +22,19 @@ builds the profiles again from everything stored.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+import pymongo
 import structlog
 from beanie import init_beanie
+from pymongo.errors import PyMongoError
 
 from bot.config import Config
+from bot.errors import StorageError, StorageTimeout
 from bot.storage.documents import Doc
 from bot.storage.store import Storage
 from bot.vibes.documents import ChannelProfileDoc
@@ -69,11 +73,24 @@ class ProfileStore:
         self._lock = asyncio.Lock()  # one refresh at a time (the service and a CLI or web request)
         self.version = 0  # counts the refreshes that wrote something (for caches of loaded profiles)
 
+    @contextlib.asynccontextmanager
+    async def _db(self, what: str) -> AsyncIterator[None]:
+        """Bound a profile read or write by ``vibes.refresh_timeout_s``; PyMongo's errors as StorageError."""
+        seconds = self._vibes.refresh_timeout_s
+        try:
+            with pymongo.timeout(seconds):
+                yield
+        except PyMongoError as e:
+            if e.timeout:
+                raise StorageTimeout(f"vibes: {what} took longer than {seconds:g} s", seconds) from e
+            raise StorageError(f"vibes: {what} failed: {str(e)[:200]}") from e
+
     async def ensure_ready(self) -> None:
         """Bind the profile document to storage's database (Beanie), once."""
         if not self._ready:
             await self._storage.ensure_ready()
-            await init_beanie(database=self._storage.db, document_models=[ChannelProfileDoc], skip_indexes=True)
+            async with self._db("binding channel_profiles"):
+                await init_beanie(database=self._storage.db, document_models=[ChannelProfileDoc], skip_indexes=True)
             self._ready = True
 
     def _new(self, channel: str) -> Profile:
@@ -84,7 +101,8 @@ class ProfileStore:
         query: Doc = {} if channels is None else {"_id": {"$in": sorted(set(channels))}}
         projection = dict.fromkeys(REFRESH_ONLY, 0) if light else None
         coll = ChannelProfileDoc.get_pymongo_collection()
-        docs = [ChannelProfileDoc.model_validate(d) async for d in coll.find(query, projection)]
+        async with self._db("loading profiles"):
+            docs = [ChannelProfileDoc.model_validate(d) async for d in coll.find(query, projection)]
         return sorted(docs, key=lambda d: d.channel)
 
     async def load(self, channels: Iterable[str] | None = None, *, for_ranking: bool = False) -> list[Profile]:
@@ -102,7 +120,8 @@ class ProfileStore:
         await self.ensure_ready()
         back_ns = int(self._vibes.lookback_s * 1e9)
         back = timedelta(seconds=self._vibes.lookback_s)
-        wanted = channels if channels is not None else sorted(await self._storage.message_channels())
+        limit = self._vibes.refresh_timeout_s
+        wanted = channels if channels is not None else sorted(await self._storage.message_channels(timeout_s=limit))
         stored = {} if rebuild else {d.channel: d for d in await self._docs(wanted)}
         profiles: dict[str, Profile] = {}
         for ch in wanted:
@@ -130,7 +149,7 @@ class ProfileStore:
             query: Doc = {"$or": [new_messages, new_verdicts]} if new_messages else {}
             if channels is not None:
                 query["channel"] = {"$in": wanted}
-            async for row in self._storage.scan_messages(query, FIELDS):
+            async for row in self._storage.scan_messages(query, FIELDS, timeout_s=limit):
                 target = profiles.get(row.get("channel", ""))
                 if target is None:
                     continue  # a channel that got its first message after the list was made: next time
@@ -178,8 +197,9 @@ class ProfileStore:
         wrote = False
         for p in profiles:
             doc = ChannelProfileDoc.from_profile(p, model=self._embedder.name, at=at)
-            await coll.replace_one({"_id": p.channel}, doc.model_dump(by_alias=True, exclude={"revision_id"}),
-                                   upsert=True)
+            async with self._db(f"saving the profile of {p.channel}"):
+                await coll.replace_one({"_id": p.channel}, doc.model_dump(by_alias=True, exclude={"revision_id"}),
+                                       upsert=True)
             wrote = True
         if wrote:
             self.version += 1
@@ -191,7 +211,7 @@ class ProfileStore:
         if channels is not None:
             query["channel"] = {"$in": sorted(set(channels))}
         profiles: dict[str, Profile] = {}
-        async for doc in self._storage.scan_messages(query, FIELDS):
+        async for doc in self._storage.scan_messages(query, FIELDS, timeout_s=self._vibes.refresh_timeout_s):
             ch = str(doc.get("channel") or "")
             p = profiles.get(ch)
             if p is None:
