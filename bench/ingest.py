@@ -58,9 +58,12 @@ from pymongo import AsyncMongoClient  # noqa: E402
 from bot.config import StorageConfig  # noqa: E402
 from bot.domain import ChatLine, EmoteSpan, Verdict, synthetic_message_id  # noqa: E402
 from bot.storage.devdb import DevDb, run_devdb  # noqa: E402
-from bot.storage.documents import MessageDoc  # noqa: E402
+from bot.storage.documents import (  # noqa: E402
+    MessageDoc,
+    message_document,
+    verdict_fields,
+)
 from bot.storage.store import open_storage  # noqa: E402
-from bot.storage.writer import message_document, verdict_fields  # noqa: E402
 
 # Every message is stored with its verdict (one write per message), so the documents timed carry one.
 VERDICT = Verdict("hype", 0.8, {"hype": 0.8, "funny": 0.1, "neutral": 0.1}, "bench")

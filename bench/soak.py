@@ -65,8 +65,9 @@ from bot.outbox import log_only  # noqa: E402
 from bot.pipeline import Pipeline, open_pipeline  # noqa: E402
 from bot.replay.pacing import replay  # noqa: E402
 from bot.storage.devdb import DevDb, run_devdb  # noqa: E402
+from bot.storage.documents import utcnow, verdict_fields  # noqa: E402
 from bot.storage.spool import Update  # noqa: E402
-from bot.storage.writer import MessageWriter, utcnow, verdict_fields  # noqa: E402
+from bot.storage.writer import MessageWriter  # noqa: E402
 from bot.tasks import supervise  # noqa: E402
 from bot.web.server import create_overlay_app  # noqa: E402
 

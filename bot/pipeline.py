@@ -44,8 +44,9 @@ from bot.mood.publisher import MoodPublisher
 from bot.mood.tracker import MoodTracker
 from bot.outbox import Outbox
 from bot.persona.service import PersonaService
+from bot.storage.batch import WriterStats
 from bot.storage.store import Storage, open_storage
-from bot.storage.writer import MessageWriter, WriterStats
+from bot.storage.writer import MessageWriter
 
 log = structlog.get_logger(__name__)
 

@@ -90,9 +90,14 @@ class TaskSet:
         """Wait for as long as the owner lives; raise a held task's error the moment it fails."""
         await asyncio.shield(self._failure())
 
-    async def aclose(self) -> None:
-        """Cancel and await every held task (idempotent). A failure stays visible to ``watch``."""
+    async def aclose(self, grace_s: float = 0.0) -> None:
+        """Cancel and await every held task (idempotent). With ``grace_s``, tasks the owner has asked to end
+        get that long to finish on their own first (a task cancelled inside a database call can leave its
+        connection behind). A failure stays visible to ``watch``."""
         tasks = list(self._tasks)
+        if tasks and grace_s > 0:
+            _, tasks_left = await asyncio.wait(tasks, timeout=grace_s)
+            tasks = list(tasks_left)
         for task in tasks:
             task.cancel()
         if tasks:

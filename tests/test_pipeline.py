@@ -9,8 +9,8 @@ from pathlib import Path
 from bot.config import Config, StorageConfig, parse_config
 from bot.outbox import Outgoing
 from bot.pipeline import open_pipeline, spool_note
+from bot.storage.batch import WriterStats
 from bot.storage.documents import MessageDoc
-from bot.storage.writer import WriterStats
 from bot.tasks import supervise
 from tests.fakes.chat import chat_line
 

@@ -110,3 +110,27 @@ class TestSupervise:
                 await forever()
         assert info.group_contains(RuntimeError, match="flusher died")
         await owner.aclose()
+
+
+class TestGracefulClose:
+    async def test_a_task_asked_to_end_finishes_its_step_instead_of_being_cancelled(self) -> None:
+        tasks = TaskSet("test")
+        stop = asyncio.Event()
+        finished: list[str] = []
+
+        async def flusher() -> None:
+            await stop.wait()
+            await asyncio.sleep(0.05)  # the step in progress (a database write)
+            finished.append("step done")
+
+        task = tasks.spawn(flusher(), name="flusher")
+        stop.set()
+        await tasks.aclose(grace_s=2.0)
+        assert finished == ["step done"] and not task.cancelled()
+
+    async def test_a_task_that_lingers_past_the_grace_is_cancelled(self) -> None:
+        tasks = TaskSet("test")
+        task = tasks.spawn(forever(), name="stuck")
+        async with asyncio.timeout(2):
+            await tasks.aclose(grace_s=0.05)
+        assert task.cancelled()

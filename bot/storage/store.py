@@ -40,8 +40,10 @@ from bot.storage.documents import (
     MoodSnapshotDoc,
     StreamSessionDoc,
     ensure_indexes,
+    utcnow,
 )
-from bot.storage.writer import PROBE_TIMEOUT_MS, SPOOL_FILE, MessageWriter, utcnow
+from bot.storage.spool import SPOOL_FILE
+from bot.storage.writer import PROBE_TIMEOUT_MS, MessageWriter
 from bot.tasks import TaskSet
 
 log = structlog.get_logger(__name__)
@@ -374,7 +376,9 @@ async def open_storage(
                 yield storage
             finally:
                 storage.writer.stop()
-                await storage.tasks.aclose()
+                # The flusher ends after its current step, itself bounded by server_timeout_ms: let it, rather
+                # than cancel PyMongo in the middle of a write.
+                await storage.tasks.aclose(grace_s=cfg.server_timeout_ms / 1000 + 1.0)
                 await storage.writer.shutdown()
         finally:
             storage.writer.close()

@@ -21,11 +21,8 @@ chunk, so a restart resumes there. The in-memory queue is bounded: past ``max_bu
 the spool at once. At shutdown, memory goes to the database (or the spool), then the spool is written back for
 at most :data:`SHUTDOWN_WRITE_BACK_S`; the next start does the rest.
 
-**Refusals.** Duplicate keys (error 11000) are redeliveries, never failures. A document the database or BSON
-refuses for good costs its neighbours nothing: the rest of its batch is stored, a refused verdict is split off
-so its message is still stored, a refused update leaves the other updates of its chunk applied, and what was
-refused goes once to ``rejected.jsonl`` with the reason (the saved write-back position means a restart does not
-meet it again).
+**Refusals** are :class:`~bot.storage.batch.BatchWriter`'s: it writes each batch, counts duplicates, sets aside
+what the database refuses for good without costing its neighbours, and lets only transient errors through.
 
 Invariants that keep order: every operation in memory is newer than every operation in the spool; nothing is
 written to the database from memory while the spool has operations in it; an update in memory never targets a
@@ -38,162 +35,28 @@ import asyncio
 import contextlib
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 
-import bson
-import pymongo
 import structlog
-from pymongo import UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.errors import (
-    BulkWriteError,
-    ConnectionFailure,
-    OperationFailure,
     PyMongoError,
-    ServerSelectionTimeoutError,
 )
 
 from bot.config import StorageConfig
 from bot.domain import ChatLine, SeenIds, Verdict
-from bot.storage.documents import Doc
-from bot.storage.spool import SPOOL_FILE, Insert, Op, Spool, Update, append_rejected
+from bot.storage.batch import BatchWriter, LagWindow, PartlyWritten, WriterStats, failure_kind, is_transient
+from bot.storage.documents import Doc, message_document, utcnow, verdict_fields
+from bot.storage.spool import Insert, Op, Spool, Update
 
 log = structlog.get_logger(__name__)
 
-DUPLICATE_KEY = 11000
-# Server error codes that mean "not now" rather than "never" (shutdown, failover, network).
-_TRANSIENT_CODES = frozenset({6, 7, 89, 91, 189, 9001, 10107, 11600, 11602, 13435, 13436})
 RECENT_IDS = 50_000  # stored message ids the writer remembers, to drop redeliveries before the database
 PROBE_TIMEOUT_MS = 500  # how long "is the database back?" waits for an answer
-# Verdict updates per update command. FerretDB 1.24.2 never answers an update command of 100 or more
-# statements (99 take a third of a second); MongoDB has no such limit, and chunks cost it nothing.
-UPDATES_PER_COMMAND = 64
 SHUTDOWN_WRITE_BACK_S = 5.0  # how long shutdown keeps writing the spool back before leaving it for the next start
-VERDICT_KEYS = ("label", "confidence", "probs", "model", "classified_at")
-LAG_SAMPLES = 2048
 
-__all__ = ["PROBE_TIMEOUT_MS", "SPOOL_FILE", "MessageWriter", "WriterStats", "message_document", "utcnow"]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
-def message_document(line: ChatLine, received_at: datetime, seq: int = 0, *, command: bool = False) -> Doc:
-    """The ``messages`` document for a chat line (the writer inserts these as plain dicts, for speed).
-
-    Empty optional fields (no badges, no emotes, not a reply, no channel id, not a command) are left out:
-    FerretDB's cost per document grows with its fields (about a quarter less CPU per insert without them),
-    and :class:`MessageDoc` reads them back as their defaults.
-    """
-    doc: Doc = {
-        "_id": line.message_id,
-        "channel": line.channel,
-        "user_id": line.user_id,
-        "user_login": line.user_login,
-        "user_name": line.user_name,
-        "text": line.text,
-        "sent_at": line.sent_at,
-        "received_at": received_at,
-        "seq": seq,
-    }
-    if line.channel_id:
-        doc["channel_id"] = line.channel_id
-    if line.badges:
-        doc["badges"] = sorted(line.badges)
-    if line.emotes:
-        doc["emote_ids"] = [e.emote_id for e in line.emotes]
-        doc["emote_begins"] = [e.begin for e in line.emotes]
-        doc["emote_ends"] = [e.end for e in line.emotes]
-    if line.reply_to is not None:
-        doc["reply_to"] = line.reply_to
-    if command:
-        doc["command"] = True
-    return doc
-
-
-def verdict_fields(verdict: Verdict, classified_at: datetime) -> Doc:
-    return {
-        "label": verdict.label,
-        "confidence": float(verdict.confidence),
-        "probs": {str(k): float(v) for k, v in verdict.probs.items()},
-        "model": verdict.model,
-        "classified_at": classified_at,
-    }
-
-
-def _is_transient(e: BaseException) -> bool:
-    if isinstance(e, PyMongoError) and e.timeout:
-        return True  # no answer within server_timeout_ms: a hung or overloaded server, not a refusal
-    if isinstance(e, ConnectionFailure):
-        return True
-    if isinstance(e, OperationFailure) and not isinstance(e, BulkWriteError):
-        return e.has_error_label("RetryableWriteError") or e.code in _TRANSIENT_CODES
-    return False
-
-
-def _failure_kind(e: BaseException) -> str:
-    """"timeout" when the server was there but did not answer in time (hung, overloaded), else "unreachable"."""
-    if not isinstance(e, PyMongoError) or not e.timeout:
-        return "unreachable"
-    if isinstance(e, ServerSelectionTimeoutError) and "timed out" not in str(e):
-        return "unreachable"  # nothing to select: connections refused, no such host
-    return "timeout"
-
-
-def _is_duplicate(e: BaseException) -> bool:
-    return isinstance(e, OperationFailure) and e.code == DUPLICATE_KEY
-
-
-@dataclass
-class WriterStats:
-    received: int = 0  # messages submitted
-    inserted: int = 0  # new documents the database acknowledged
-    duplicates: int = 0  # redeliveries dropped by the writer or the unique _id (not failures)
-    verdicts: int = 0  # verdicts submitted
-    verdicts_inline: int = 0  # ... folded into their message's insert (one write per message)
-    verdicts_late: int = 0  # ... that came after their message left memory: an update each
-    verdicts_coalesced: int = 0  # ... late ones that replaced a queued update for the same message
-    verdicts_applied: int = 0  # late updates that matched a stored message
-    verdicts_unmatched: int = 0  # ... whose message is not stored (rejected or never submitted)
-    batches: int = 0  # successful round trips
-    spooled: int = 0  # operations written to the disk spool, in total
-    spool_pending: int = 0  # operations in the spool not yet written back
-    replayed: int = 0  # operations written back from the spool
-    overflows: int = 0  # times the memory queue hit max_buffered and went to the spool
-    outages: int = 0  # times the database became unreachable or stopped answering in time
-    failed_batches: int = 0  # refusals for good (each one set aside in rejected.jsonl)
-    rejected: int = 0  # operations set aside in rejected.jsonl
-    spool_corrupt: int = 0  # unreadable spool lines (a torn write from a crash), skipped
-    buffered: int = 0  # operations waiting in memory
-    spooling: bool = False
-    # Why the spool was last needed: "unreachable" (no server) or "timeout" (no answer in server_timeout_ms).
-    last_failure: str = ""
-
-    def as_dict(self) -> dict[str, int | bool | str]:
-        return asdict(self)
-
-
-class LagWindow:
-    """Seconds from a message's arrival to its verdict being stored, over the last stored verdicts."""
-
-    def __init__(self, size: int = LAG_SAMPLES) -> None:
-        self._lags: deque[float] = deque(maxlen=size)
-
-    def add(self, seconds: float) -> None:
-        self._lags.append(max(0.0, seconds))
-
-    def percentile(self, q: float) -> float | None:
-        if not self._lags:
-            return None
-        ordered = sorted(self._lags)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-    def clear(self) -> None:
-        self._lags.clear()
 
 
 @dataclass(slots=True)
@@ -219,7 +82,6 @@ class MessageWriter:
         retry_initial_s: float = 0.25,
         retry_max_s: float = 1.0,
     ) -> None:
-        self._coll = collection
         self._batch_size = cfg.batch_size
         self._interval = cfg.flush_interval_ms / 1000
         self._max_buffered = cfg.max_buffered
@@ -249,6 +111,8 @@ class MessageWriter:
         # Messages written without a verdict, and when they arrived: a late verdict's lag is measured from there.
         self._unclassified: OrderedDict[str, float] = OrderedDict()
         self.lag = LagWindow()
+        self._batches = BatchWriter(collection, timeout_s=self._timeout_s, stats=self._stats, stored=self._stored,
+                                    lag=self.lag, rejected_path=self.rejected_path)
 
     # ---- lifecycle (driven by open_storage)
 
@@ -266,7 +130,7 @@ class MessageWriter:
         self._spool.close()
 
     async def run(self) -> None:
-        """The flusher: writes due batches and writes the spool back. Runs until :meth:`stop` and cancelled."""
+        """The flusher: writes due batches and writes the spool back, until :meth:`stop` (or cancelled)."""
         me = asyncio.current_task()
         while not self._closing:
             # PyMongo can turn a cancellation into a connection error while it waits for a server;
@@ -287,7 +151,7 @@ class MessageWriter:
                 await asyncio.sleep(1.0)
 
     def stop(self) -> None:
-        """Ask the flusher to end after its current step (the owner then cancels and awaits it)."""
+        """Ask the flusher to end after its current step (the owner awaits it, and cancels it if it lingers)."""
         self._closing = True
         self._wake.set()
 
@@ -547,16 +411,16 @@ class MessageWriter:
     async def _write_memory_batch(self, ops: list[Op]) -> None:
         self._inflight, self._inflight_spooled = ops, False
         try:
-            await self._apply(ops)
+            await self._batches.apply(ops)
         except asyncio.CancelledError:
             if not self._inflight_spooled:  # not known to be written: back to the front of the queue
                 self._restore(ops)
             raise
-        except _PartlyWritten as p:
+        except PartlyWritten as p:
             self._went_down(p.cause)
             if not self._inflight_spooled:
                 self._spool_or_keep(p.ops)
-        except PyMongoError as e:  # transient only: _apply settles the rest itself
+        except PyMongoError as e:  # transient only: BatchWriter.apply settles the rest itself
             self._went_down(e)
             if not self._inflight_spooled:
                 self._spool_or_keep(ops)
@@ -568,7 +432,7 @@ class MessageWriter:
             self._inflight, self._inflight_spooled = None, False
 
     def _went_down(self, e: BaseException) -> None:
-        why = _failure_kind(e)
+        why = failure_kind(e)
         self._stats.last_failure = why
         if not self._stats.spooling:
             self._stats.outages += 1
@@ -578,204 +442,6 @@ class MessageWriter:
         self._db_ok = False
         self._backoff = self._retry_initial
         self._retry_at = self._clock() + self._backoff
-
-    # ---- the database side
-
-    async def _apply(self, ops: list[Op]) -> None:
-        """Write ops: the inserts (one ``insert_many``), then the late verdicts (``bulk_write`` in chunks).
-
-        Raises only transient errors (:class:`_PartlyWritten` once the inserts are acknowledged);
-        duplicates are counted and anything refused for good goes to rejected.jsonl.
-        """
-        # Redeliveries are dropped here when we know the id is stored (or is earlier in this batch):
-        # FerretDB falls back to one insert per document when a batch meets a duplicate key.
-        inserts: list[Doc] = []
-        batch_ids: set[str] = set()
-        known = 0
-        updates: dict[str, Update] = {}
-        for op in ops:
-            if isinstance(op, Insert):
-                mid = op.doc["_id"]
-                if mid in batch_ids or mid in self._stored:
-                    known += 1
-                else:
-                    batch_ids.add(mid)
-                    inserts.append(op.doc)
-            else:  # one update per message and chunk, the later fields winning (the spool may hold several)
-                earlier = updates.pop(op.id, None)
-                merged = {**earlier.fields, **op.fields} if earlier is not None else op.fields
-                updates[op.id] = Update(op.id, merged, op.received_s)
-        if inserts:
-            await self._insert(inserts)
-        self._stats.duplicates += known
-        pending = list(updates.values())
-        for start in range(0, len(pending), UPDATES_PER_COMMAND):
-            try:
-                await self._update_chunk(pending[start : start + UPDATES_PER_COMMAND])
-            except Exception as e:
-                if _is_transient(e):
-                    left: list[Op] = list(pending[start:])
-                    raise _PartlyWritten(left, e) from e
-                raise
-        self._stats.batches += 1
-
-    async def _insert(self, docs: list[Doc]) -> None:
-        try:
-            with pymongo.timeout(self._timeout_s):
-                await self._coll.insert_many(docs, ordered=False)
-        except BulkWriteError as e:
-            await self._bulk_error(e, docs)
-        except Exception as e:
-            if _is_transient(e):
-                raise
-            await self._isolate(docs, e)
-        else:
-            self._stored_docs(docs)
-
-    def _stored_docs(self, docs: Iterable[Doc]) -> None:
-        now = time.time()
-        n = 0
-        for doc in docs:
-            n += 1
-            self._stored.add(doc["_id"])
-            if "label" in doc:
-                self.lag.add(now - doc["received_at"].timestamp())
-        self._stats.inserted += n
-
-    async def _bulk_error(self, e: BulkWriteError, docs: list[Doc]) -> None:
-        """Some documents of a batch were refused: count the duplicates, store the rest, isolate the refused."""
-        refused: dict[int, Exception] = {}
-        duplicate: set[int] = set()
-        for err in e.details.get("writeErrors", []):
-            index = int(err["index"])
-            if err.get("code") == DUPLICATE_KEY:
-                duplicate.add(index)
-            else:
-                refused[index] = OperationFailure(str(err.get("errmsg", "refused")), err.get("code"))
-        self._stats.duplicates += len(duplicate)
-        for i in duplicate:
-            self._stored.add(docs[i]["_id"])
-        self._stored_docs(d for i, d in enumerate(docs) if i not in refused and i not in duplicate)
-        for i, err in refused.items():
-            await self._refused_insert(docs[i], err)
-
-    async def _isolate(self, docs: list[Doc], first: Exception) -> None:
-        """A batch was refused as a whole: find the documents at fault, store the others."""
-        log.warning("storage_batch_refused_isolating", error=str(first)[:200], documents=len(docs))
-        good: list[Doc] = []
-        for doc in docs:
-            try:
-                bson.encode(doc)  # what BSON can't carry (a lone surrogate in an id) fails here, before the wire
-            except Exception as enc:  # noqa: BLE001 - any encoding failure marks this document, and only it
-                await self._refused_insert(doc, enc)
-            else:
-                good.append(doc)
-        if len(good) == len(docs):  # no culprit found here: the server refused the batch; go one by one
-            for doc in good:
-                await self._insert_one(doc)
-            return
-        if not good:
-            return
-        try:
-            with pymongo.timeout(self._timeout_s):
-                await self._coll.insert_many(good, ordered=False)
-        except BulkWriteError as e:
-            await self._bulk_error(e, good)
-        except Exception as e:
-            if _is_transient(e):
-                raise
-            for doc in good:
-                await self._insert_one(doc)
-        else:
-            self._stored_docs(good)
-
-    async def _insert_one(self, doc: Doc) -> None:
-        try:
-            with pymongo.timeout(self._timeout_s):
-                await self._coll.insert_one(doc)
-        except Exception as e:
-            if _is_transient(e):
-                raise
-            if _is_duplicate(e):
-                self._stats.duplicates += 1
-                self._stored.add(doc["_id"])
-            else:
-                await self._refused_insert(doc, e)
-        else:
-            self._stored_docs((doc,))
-
-    async def _refused_insert(self, doc: Doc, e: Exception) -> None:
-        """One document refused for good. If it carries a verdict, the message alone may still be stored:
-        then only the verdict is set aside."""
-        verdict = {k: doc[k] for k in VERDICT_KEYS if k in doc}
-        if verdict:
-            bare = {k: v for k, v in doc.items() if k not in verdict}
-            try:
-                bson.encode(bare)
-                with pymongo.timeout(self._timeout_s):
-                    await self._coll.insert_one(bare)
-            except Exception as e2:
-                if _is_transient(e2):
-                    raise
-                if not _is_duplicate(e2):
-                    self._reject(e2, [Insert(doc)])
-                    return
-                self._stats.duplicates += 1
-                self._stored.add(bare["_id"])
-            else:
-                self._stored_docs((bare,))
-            self._reject(e, [Update(str(doc["_id"]), verdict)])
-            return
-        self._reject(e, [Insert(doc)])
-
-    async def _update_chunk(self, chunk: list[Update]) -> None:
-        requests = [UpdateOne({"_id": u.id}, {"$set": u.fields}) for u in chunk]
-        try:
-            with pymongo.timeout(self._timeout_s):
-                res = await self._coll.bulk_write(requests, ordered=False)
-        except Exception as e:
-            if _is_transient(e):
-                raise
-            # One refused update must not cost the others. FerretDB stops an update command at its first
-            # refused statement (ordered or not, and its reply then lacks the counts PyMongo reads), so the
-            # chunk goes again one update at a time ($set twice is harmless).
-            log.warning("storage_updates_refused_isolating", error=str(e)[:200], updates=len(chunk))
-            for u in chunk:
-                await self._update_one(u)
-            return
-        self._stats.verdicts_applied += res.matched_count
-        self._stats.verdicts_unmatched += len(chunk) - res.matched_count
-        self._late_lags(chunk)
-
-    async def _update_one(self, u: Update) -> None:
-        try:
-            bson.encode({"_id": u.id, "$set": u.fields})
-            with pymongo.timeout(self._timeout_s):
-                res = await self._coll.update_one({"_id": u.id}, {"$set": u.fields})
-        except Exception as e:
-            if _is_transient(e):
-                raise
-            self._reject(e, [u])
-            return
-        if res.matched_count:
-            self._stats.verdicts_applied += 1
-            self._late_lags((u,))
-        else:
-            self._stats.verdicts_unmatched += 1
-
-    def _late_lags(self, updates: Iterable[Update]) -> None:
-        now = time.time()
-        for u in updates:
-            if u.received_s is not None:
-                self.lag.add(now - u.received_s)
-
-    def _reject(self, e: BaseException, ops: list[Op]) -> None:
-        """The database said no for good: keep the operations, with the reason, in rejected.jsonl."""
-        self._stats.failed_batches += 1
-        self._stats.rejected += len(ops)
-        reason = str(e)[:500]
-        log.error("storage_write_refused", error=reason, operations=len(ops), kept_in=str(self.rejected_path))
-        append_rejected(self.rejected_path, reason, ops)
 
     # ---- the spool
 
@@ -799,20 +465,20 @@ class MessageWriter:
         return self._spool_or_keep(self._take_all()) if self._memory_ops() else True
 
     async def _apply_after_probe(self, ops: list[Op]) -> None:
-        """``_apply``, once more at once if the first try hits a dead connection.
+        """``BatchWriter.apply``, once more at once if the first try hits a dead connection.
 
         The probe has its own client; the writer's pool may still hold a connection from before the
         server restarted, and the first write on it fails although the server is up. Inserts are keyed
         by ``_id`` and verdicts are ``$set``, so the repeat is safe. (A failure after the inserts were
-        acknowledged, ``_PartlyWritten``, is not repeated here: its verdicts are retried as usual.)
+        acknowledged, ``PartlyWritten``, is not repeated here: its verdicts are retried as usual.)
         """
         try:
-            await self._apply(ops)
+            await self._batches.apply(ops)
         except PyMongoError as e:
-            if not _is_transient(e) or e.timeout:
+            if not is_transient(e) or e.timeout:
                 raise
             log.info("storage_retrying_stale_connection", error=str(e)[:200])
-            await self._apply(ops)
+            await self._batches.apply(ops)
 
     async def _write_back_chunk(self) -> bool:
         """Write the next chunk of the spool back, if the database answers; leave spooling mode when the
@@ -829,12 +495,12 @@ class MessageWriter:
             self._stats.replayed += len(ops)
             self._stats.spool_pending = self._spool.pending
             self._db_ok = True
-        except (PyMongoError, _PartlyWritten) as e:
+        except (PyMongoError, PartlyWritten) as e:
             self._db_ok = False
-            self._stats.last_failure = _failure_kind(e.cause if isinstance(e, _PartlyWritten) else e)
+            self._stats.last_failure = failure_kind(e.cause if isinstance(e, PartlyWritten) else e)
             self._backoff = min(self._retry_max, self._backoff * 2)
             self._retry_at = self._clock() + self._backoff
-            level = log.info if isinstance(e, _PartlyWritten) or _is_transient(e) else log.error
+            level = log.info if isinstance(e, PartlyWritten) or is_transient(e) else log.error
             level("storage_still_unreachable", retry_in_s=round(self._backoff, 2), error=str(e)[:200])
             return False
         self._retry_at = self._clock()  # the next chunk at once (the flusher spools due memory in between)
@@ -849,10 +515,3 @@ class MessageWriter:
         return True
 
 
-class _PartlyWritten(Exception):  # an internal signal, never seen outside the writer
-    """Transient failure after the inserts of a batch were acknowledged; ``ops`` (verdicts) still need writing."""
-
-    def __init__(self, ops: list[Op], cause: Exception) -> None:
-        super().__init__(str(cause))
-        self.ops = ops
-        self.cause = cause

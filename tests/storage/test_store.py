@@ -21,9 +21,8 @@ from bot.domain import ChatLine, EmoteSpan, MoodState, Verdict
 from bot.errors import StorageError
 from bot.storage.devdb import DevDb
 from bot.storage.documents import MessageDoc
-from bot.storage.spool import POSITION_FILE, REJECTED_FILE
+from bot.storage.spool import POSITION_FILE, REJECTED_FILE, SPOOL_FILE
 from bot.storage.store import Storage, open_storage
-from bot.storage.writer import SPOOL_FILE
 
 BASE = datetime(2024, 5, 1, 18, 0, 0, tzinfo=UTC)
 

@@ -14,9 +14,8 @@ import pytest_asyncio
 
 from bot.config import Config, parse_config
 from bot.domain import ChatLine, EmoteSpan, Verdict
-from bot.storage.documents import MessageDoc
+from bot.storage.documents import MessageDoc, message_document, verdict_fields
 from bot.storage.store import Storage
-from bot.storage.writer import message_document, verdict_fields
 from bot.vibes.embedder import ChatEmbedder
 from bot.vibes.profile import Profile, text_key
 from bot.vibes.rank import Catalogue, Ranker, rank
