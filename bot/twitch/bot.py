@@ -5,9 +5,8 @@ twitchAPI's threads); notifications reach :meth:`TwitchBot._from_thread`, which 
 ``call_soon_threadsafe``, de-duplicates by message id (Twitch delivers at least once) and converts the
 payload (:mod:`bot.twitch.events`).
 
-- Token refresh is ours (``auto_refresh_auth = False``, one ``asyncio.Lock``): a refresh that raises
-  inside twitchAPI leaves its internal lock set forever (``_use_tokens`` clears it anyway). Tokens are
-  validated at startup and hourly, as Twitch requires.
+- The account's token is kept valid by :class:`~bot.twitch.account.Account` (validated at startup and
+  hourly, refreshed on a 401 or near expiry, under one lock); a revoked token stops this bot.
 - If the old socket closes before twitchAPI has swapped to the ``session_reconnect`` URL, or its own
   reconnect gives up, the client sits with a closed socket: the supervisor notices (``dead_after_s``),
   stops it and starts a fresh one with backoff, then re-subscribes and asks Get Streams again (events
@@ -35,18 +34,18 @@ from typing import Any, TypeVar
 import aiohttp
 import structlog
 from twitchAPI.twitch import Twitch
-from twitchAPI.type import AuthScope, EventSubSubscriptionError, TwitchAPIException, UnauthorizedException
+from twitchAPI.type import EventSubSubscriptionError, TwitchAPIException
 
 from bot import domain
 from bot.config import BotConfig, TwitchConfig
 from bot.domain import SeenIds, UnstorableField
-from bot.errors import AuthError, AuthRejected, TwitchError
+from bot.errors import AuthError, TwitchError
 from bot.tasks import TaskSet
-from bot.twitch.auth import AuthClient, checked_tokens, oauth_base
+from bot.twitch.account import Account
 from bot.twitch.events import chat_line_from_event, parse_ts
 from bot.twitch.eventsub import EventSubThread
 from bot.twitch.sending import SendLimiter
-from bot.twitch.tokens import TokenSet, TokenStore
+from bot.twitch.tokens import TokenStore
 
 log = structlog.get_logger(__name__)
 T = TypeVar("T")
@@ -130,18 +129,15 @@ class TwitchBot:
         self._cfg = twitch_cfg
         self._bot = bot_cfg
         self.name = bot_cfg.name
-        self._store = token_store
+        self._account = Account(twitch_cfg, bot_cfg, token_store, validate_interval_s=validate_interval_s)
         self._on_chat = on_chat
         self._on_live = on_live
         self.limiter = limiter or SendLimiter()
-        self._validate_interval = validate_interval_s
         self._health_interval = health_interval_s
         self._dead_after = dead_after_s
         self._timeout = timeout_s
         self._backoff = backoff or Backoff(rng=rng or random.Random())
         self._dedupe = SeenIds(dedupe_size)
-        self._auth = AuthClient(twitch_cfg)
-        self._auth_lock = asyncio.Lock()
         self._wanted: tuple[str, ...] = bot_cfg.channels
         self._ids: dict[str, str] = {}  # channel login -> broadcaster user id
         self._live: dict[str, datetime] = {}
@@ -157,7 +153,6 @@ class TwitchBot:
         self._fatal: asyncio.Future[None] | None = None
         self._closing = False
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._tokens: TokenSet | None = None
         self._twitch: Twitch | None = None
 
     def __repr__(self) -> str:
@@ -167,20 +162,7 @@ class TwitchBot:
     async def __aenter__(self) -> TwitchBot:
         self._loop = asyncio.get_running_loop()
         self._fatal = self._loop.create_future()
-        try:
-            stored = self._store.load()
-        except TwitchError as e:  # unreadable file: a new `chatmood auth` rewrites it
-            raise AuthError(self.name, str(e)) from None
-        if stored is None:
-            raise AuthError(self.name, f"no token stored in {self._store.path}")
-        tokens = await checked_tokens(self._auth, stored, self.name, self._bot.account)
-        self._store_tokens(tokens, stored)
-        self._twitch = Twitch(self._cfg.client_id,
-                              self._cfg.client_secret.get_secret_value() if self._cfg.client_secret else None,
-                              authenticate_app=False, base_url=self._cfg.api_url,
-                              auth_base_url=oauth_base(self._cfg.auth_url))
-        self._twitch.auto_refresh_auth = False  # refresh is ours (see the module docstring)
-        await self._use_tokens(tokens)
+        self._twitch = await self._account.open()
         if self._bot.account in self._wanted:  # the broadcaster of its own channel
             self.limiter.set_privileged(self._bot.account, True)
         try:
@@ -196,7 +178,8 @@ class TwitchBot:
                 await self._drop_connection()
                 self._retry_at = time.monotonic() + self._backoff.next_delay()
             self._tasks.spawn(self._failing_stops(self._supervise()), name=f"twitch-{self.name}-supervise")
-            self._tasks.spawn(self._failing_stops(self._validate_loop()), name=f"twitch-{self.name}-validate")
+            self._tasks.spawn(self._failing_stops(self._account.validate_forever(self._fail)),
+                              name=f"twitch-{self.name}-validate")
         except BaseException:
             await self._stop_all()
             raise
@@ -244,49 +227,9 @@ class TwitchBot:
 
     @property
     def user_id(self) -> str:
-        return self._tokens.user_id if self._tokens else ""
+        return self._account.user_id
 
-    # --- tokens ---
-    def _store_tokens(self, new: TokenSet, old: TokenSet | None) -> None:
-        if old is None or new.access_token != old.access_token or new.user_id != old.user_id:
-            self._store.save(new)
-        self._tokens = new
-
-    async def _use_tokens(self, tokens: TokenSet) -> None:
-        assert self._twitch is not None
-        scopes = [AuthScope(s) for s in tokens.scopes if s in AuthScope._value2member_map_]
-        self._twitch._user_token_refresh_lock = False  # never let a stuck library refresh spin us
-        await self._twitch.set_user_authentication(
-            tokens.access_token.get_secret_value(), scopes,
-            tokens.refresh_token.get_secret_value() if tokens.refresh_token else None, validate=False)
-
-    async def _revalidate(self, *, force_refresh: bool = False) -> None:
-        """Validate (refreshing when needed or asked) under one lock; a refused refresh is fatal."""
-        async with self._auth_lock:
-            assert self._tokens is not None
-            old = self._tokens
-            try:
-                if force_refresh:
-                    new = await self._auth.refresh(old)
-                    new = await checked_tokens(self._auth, new, self.name, self._bot.account)
-                else:
-                    new = await checked_tokens(self._auth, old, self.name, self._bot.account)
-                    if new.expires_at is not None and new.expires_at - time.time() < self._validate_interval + 300:
-                        new = await checked_tokens(self._auth, await self._auth.refresh(new), self.name,
-                                                   self._bot.account)
-            except AuthRejected as e:
-                self._fail(AuthError(self.name, f"Twitch refused the token refresh ({e.reason})"))
-                raise self._fatal_error() from None
-            except AuthError as e:
-                self._fail(e)
-                raise
-            self._store_tokens(new, old)
-            if new.access_token != old.access_token:
-                await self._use_tokens(new)
-                log.info("token_refreshed", bot=self.name)
-            else:
-                log.info("token_validated", bot=self.name)
-
+    # --- tokens: kept by the Account; a refused one stops this bot ---
     def _fail(self, error: AuthError) -> None:
         log.error("twitch_bot_stopped", bot=self.name, reason=error.problem)
         if self._fatal is not None and not self._fatal.done():
@@ -296,23 +239,20 @@ class TwitchBot:
         assert self._fatal is not None and self._fatal.done()
         return self._fatal.exception() or TwitchError("stopped")
 
-    async def _validate_loop(self) -> None:
-        while not self._closing:
-            await asyncio.sleep(self._validate_interval)
-            try:
-                await self._revalidate()
-            except AuthError:
-                return  # the supervisor sees the failure and drops the connection
-            except TwitchError as e:  # Twitch unreachable: try again next round
-                log.warning("token_validation_failed", bot=self.name, error=str(e))
+    async def _revalidate(self, *, force_refresh: bool = False) -> None:
+        try:
+            await self._account.revalidate(force_refresh=force_refresh)
+        except AuthError as e:
+            self._fail(e)
+            raise
 
     async def _helix(self, call: Callable[[], Awaitable[T]]) -> T:
-        """A Helix call; on 401 refresh once (guarded) and retry."""
+        """A Helix call; on 401 the account refreshes once and retries; a refused refresh stops this bot."""
         try:
-            return await call()
-        except UnauthorizedException:
-            await self._revalidate(force_refresh=True)
-            return await call()
+            return await self._account.helix(call)
+        except AuthError as e:
+            self._fail(e)
+            raise
 
     # --- channels ---
     async def _resolve(self, channels: Iterable[str]) -> None:

@@ -41,12 +41,12 @@ from twitchAPI.type import TwitchAPIException
 from bot import domain
 from bot.config import BotConfig, TwitchConfig
 from bot.domain import SeenIds
-from bot.errors import AuthError, TwitchError
+from bot.errors import TwitchError
 from bot.tasks import TaskSet
-from bot.twitch.auth import AuthClient, checked_tokens, oauth_base
+from bot.twitch.account import Account
 from bot.twitch.events import chat_line_from_event, parse_ts
 from bot.twitch.eventsub import EventSubThread
-from bot.twitch.tokens import TokenSet, TokenStore
+from bot.twitch.tokens import TokenStore
 
 log = structlog.get_logger(__name__)
 
@@ -115,7 +115,7 @@ class ChatCollector:
         self._cfg = twitch_cfg
         self._bot = bot_cfg
         self.name = f"{bot_cfg.name}-collect"
-        self._store = token_store
+        self._account = Account(twitch_cfg, bot_cfg, token_store)
         self._on_chat = on_chat
         self._poll_s = poll_s
         self._timeout = timeout_s
@@ -125,9 +125,6 @@ class ChatCollector:
         self._clock = clock
         self._next_subscribe = 0.0
         self._dedupe = SeenIds(dedupe_size)
-        self._auth = AuthClient(twitch_cfg)
-        self._tokens: TokenSet | None = None
-        self._twitch: Twitch | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: list[_Connection] = []
         self._by_id: dict[str, str] = {}  # broadcaster id -> login
@@ -139,25 +136,7 @@ class ChatCollector:
     # --- lifecycle ---
     async def __aenter__(self) -> ChatCollector:
         self._loop = asyncio.get_running_loop()
-        try:
-            stored = self._store.load()
-        except TwitchError as e:
-            raise AuthError(self._bot.name, str(e)) from None
-        if stored is None:
-            raise AuthError(self._bot.name, f"no token stored in {self._store.path}")
-        tokens = await checked_tokens(self._auth, stored, self._bot.name, self._bot.account)
-        if tokens.access_token != stored.access_token:
-            self._store.save(tokens)
-        self._tokens = tokens
-        self._twitch = Twitch(self._cfg.client_id,
-                              self._cfg.client_secret.get_secret_value() if self._cfg.client_secret else None,
-                              authenticate_app=False, base_url=self._cfg.api_url,
-                              auth_base_url=oauth_base(self._cfg.auth_url))
-        self._twitch.auto_refresh_auth = False  # a collection is shorter than a token's life; validated above
-        self._twitch._user_token_refresh_lock = False
-        await self._twitch.set_user_authentication(
-            tokens.access_token.get_secret_value(), [],
-            tokens.refresh_token.get_secret_value() if tokens.refresh_token else None, validate=False)
+        await self._account.open()  # a collection is shorter than a token's life: validated once, here
         self._tasks.spawn(self._watch(), name=f"twitch-{self.name}-watch")
         return self
 
@@ -171,7 +150,7 @@ class ChatCollector:
 
     @property
     def user_id(self) -> str:
-        return self._tokens.user_id if self._tokens else ""
+        return self._account.user_id
 
     def watch(self) -> Coroutine[Any, Any, None]:
         """The collector's task, for a program's services: raises as soon as it fails."""
@@ -207,9 +186,7 @@ class ChatCollector:
         return out
 
     def _helix(self) -> Twitch:
-        if self._twitch is None:
-            raise TwitchError("use `async with ChatCollector(...)` first")
-        return self._twitch
+        return self._account.twitch
 
     async def _still_live(self, ids: Sequence[str]) -> set[str]:
         twitch = self._helix()
