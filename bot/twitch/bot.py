@@ -51,6 +51,10 @@ log = structlog.get_logger(__name__)
 T = TypeVar("T")
 
 OnChat = Callable[[domain.ChatLine], object]
+# How long a closed socket may sit before the supervisor starts a fresh client. twitchAPI notices a close frame
+# only when its keepalive deadline passes (twice the keepalive, 20 s and more, measured against the Twitch CLI),
+# so waiting for it loses that much chat; its own quick reconnect attempts (0, 1, 2 s) are over by then.
+DEAD_AFTER_S = 5.0
 OnLive = Callable[[str, bool, datetime], Awaitable[None] | None]
 
 
@@ -121,7 +125,7 @@ class TwitchBot:
         rng: random.Random | None = None,
         validate_interval_s: float = 3600.0,
         health_interval_s: float = 1.0,
-        dead_after_s: float = 30.0,
+        dead_after_s: float = DEAD_AFTER_S,
         timeout_s: float = 20.0,
         backoff: Backoff | None = None,
         dedupe_size: int = 4096,

@@ -16,8 +16,10 @@ Checked against the Twitch CLI:
   Both are logged; the connection and the accepted subscriptions carry on;
 - ``websocket reconnect`` while subscribed: ``session_reconnect`` moves the bot to the new server with its
   subscriptions carried over (same ids, listed on the new session), events keep arriving, Get Streams reconciles;
-- ``websocket close --reason=N`` for every close code Twitch documents (4000-4007): a new session, the subscriptions
-  made anew (the old ones disabled with the status Twitch gives that code), Get Streams reconciles, events arrive.
+- ``websocket close --reason=N`` for every close code Twitch documents (4000-4007): a new session within seconds
+  (twitchAPI alone would notice the close only at its keepalive deadline, about 20 s later; the supervisor replaces
+  a socket closed for ``DEAD_AFTER_S``), the subscriptions made anew (the old ones disabled with the status Twitch
+  gives that code), Get Streams reconciles, events arrive.
   The CLI answers ``--reason=4004`` with the frame and status of 4005 (its ``GetCloseMessageFromCode``), so 4004's
   own frame is never sent;
 - keepalive loss (``websocket keepalive --enabled=false``): twitchAPI gives up on the silent session after twice
@@ -313,9 +315,10 @@ class Recorder:
 def make_bot(cfg: TwitchConfig, store: TokenStore, rec: Recorder, account: str = "moodbot",
              channels: tuple[str, ...] = ("streamer",)) -> TwitchBot:
     bot_cfg = BotConfig(name="main", account=account, channels=channels)
-    # dead_after_s: leave twitchAPI time for its own keepalive reconnect (2 x the CLI's 10 s) first.
+    # dead_after_s is the product's default: a closed socket is replaced after that, not after twitchAPI's
+    # keepalive deadline.
     return TwitchBot(cfg, bot_cfg, token_store=store, on_chat=rec.on_chat, on_live=rec.on_live,
-                     health_interval_s=0.1, dead_after_s=45.0, timeout_s=15.0, backoff=Backoff(0.2, 2.0))
+                     health_interval_s=0.1, timeout_s=15.0, backoff=Backoff(0.2, 2.0))
 
 
 def fake_helix_bot(fake: FakeTwitch, cli: CliServer, tmp_path: Path, rec: Recorder,
@@ -457,8 +460,11 @@ class TestConnectionFailures:
             streams_asked = fake.requests["streams"]
             rc, out = await cli.run("event", "websocket", "close", f"--session={first}", f"--reason={code}")
             assert rc == 0, out
+            closed_at = time.monotonic()
+            # Back well before twitchAPI's own keepalive deadline (20 s here) would have noticed the close.
             await eventually(lambda: bot.status().session_id not in (None, first) and both_subs(bot)
                              and not {online_sub(bot), sub_of(bot, "stream.offline")} & first_subs, within_s=30)
+            assert time.monotonic() - closed_at < 15
             sent = 4005 if code == 4004 else code
             assert f"Disconnected client [{first.split('_')[1]}] with code [{sent}]" in cli.output()  # type: ignore[union-attr]
             listed = {s["id"]: s for s in await cli.subscriptions()}
