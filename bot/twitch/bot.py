@@ -1,9 +1,8 @@
 """The Twitch connection of one bot account: EventSub for live state and chat, Helix for sending.
 
 The EventSub client itself lives on its own thread (:mod:`bot.twitch.eventsub`, the only module that knows
-twitchAPI's threads); notifications reach :meth:`TwitchBot._from_thread`, which hops into our loop with
-``call_soon_threadsafe``, de-duplicates by message id (Twitch delivers at least once) and converts the
-payload (:mod:`bot.twitch.events`).
+twitchAPI's threads), which hands each notification to :meth:`TwitchBot._notification` on our loop; that
+de-duplicates by message id (Twitch delivers at least once) and converts the payload (:mod:`bot.twitch.events`).
 
 - The account's token is kept valid by :class:`~bot.twitch.account.Account` (validated at startup and
   hourly, refreshed on a 401 or near expiry, under one lock); a revoked token stops this bot.
@@ -22,7 +21,6 @@ token is revoked; the app decides what a stopped bot means for the process.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import random
 import time
@@ -301,7 +299,8 @@ class TwitchBot:
     # --- connection ---
     async def _connect(self) -> None:
         assert self._twitch is not None
-        self._es = EventSubThread(self._twitch, self._cfg, self._from_thread, bot=self.name, timeout_s=self._timeout)
+        self._es = EventSubThread(self._twitch, self._cfg, self._notification, bot=self.name,
+                                  timeout_s=self._timeout, loop=asyncio.get_running_loop())
         self._started = [es for es in self._started if es.alive] + [self._es]
         await self._es.start()
         self._session_seen = self._es.session_id
@@ -382,14 +381,7 @@ class TwitchBot:
             elif ch not in live and ch in self._live:
                 self._ops.put_nowait(_Op("live", (ch, False, now)))
 
-    # --- notifications: from the library's thread into our loop ---
-    def _from_thread(self, payload: dict[str, Any]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closing: nothing left to deliver to
-            loop.call_soon_threadsafe(self._notification, payload)
-
+    # --- notifications (delivered on our loop by EventSubThread) ---
     def _notification(self, payload: dict[str, Any]) -> None:
         metadata = payload.get("metadata") or {}
         mid = metadata.get("message_id")

@@ -26,7 +26,6 @@ connection health), cancelled and awaited on exit, when every connection is stop
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -125,7 +124,6 @@ class ChatCollector:
         self._clock = clock
         self._next_subscribe = 0.0
         self._dedupe = SeenIds(dedupe_size)
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._connections: list[_Connection] = []
         self._by_id: dict[str, str] = {}  # broadcaster id -> login
         self.channels: dict[str, Channel] = {}  # login -> state, in the order asked
@@ -135,7 +133,6 @@ class ChatCollector:
 
     # --- lifecycle ---
     async def __aenter__(self) -> ChatCollector:
-        self._loop = asyncio.get_running_loop()
         await self._account.open()  # a collection is shorter than a token's life: validated once, here
         self._tasks.spawn(self._watch(), name=f"twitch-{self.name}-watch")
         return self
@@ -240,8 +237,8 @@ class ChatCollector:
         ch.joined_at = datetime.now(UTC)
 
     async def _connect(self, conn: _Connection) -> None:
-        es = EventSubThread(self._helix(), self._cfg, self._from_thread, bot=f"{self.name}{conn.index}",
-                            timeout_s=self._timeout)
+        es = EventSubThread(self._helix(), self._cfg, self._notification, bot=f"{self.name}{conn.index}",
+                            timeout_s=self._timeout, loop=asyncio.get_running_loop())
         conn.es = es
         try:
             await es.start()
@@ -264,14 +261,7 @@ class ChatCollector:
             return str(e)[:200] or type(e).__name__
         return None
 
-    # --- notifications: from the library's thread into our loop ---
-    def _from_thread(self, payload: dict[str, Any]) -> None:
-        loop = self._loop
-        if loop is None or loop.is_closed():
-            return
-        with contextlib.suppress(RuntimeError):  # loop closing: nothing left to deliver to
-            loop.call_soon_threadsafe(self._notification, payload)
-
+    # --- notifications (delivered on our loop by EventSubThread) ---
     def _notification(self, payload: dict[str, Any]) -> None:
         metadata = payload.get("metadata") or {}
         mid = metadata.get("message_id")

@@ -7,7 +7,7 @@ threads and event loops.
   starts and stops it from a *daemon* helper thread with a timeout (a daemon thread, unlike
   ``asyncio.to_thread``'s executor, cannot pin interpreter exit, and the library's socket thread
   inherits the daemon flag), wraps its thread body so that the private loop is always drained and
-  closed, and hands every notification to our loop through ``deliver`` (the caller hops with
+  closed, and hands every notification to ``deliver`` on the caller's loop (this module hops with
   ``call_soon_threadsafe``). Calls into the library's own state (subscribe/unsubscribe) run on its loop
   via ``run_coroutine_threadsafe``.
 - Its notification handler is replaced: the documented payload reaches the caller unchanged (no typed
@@ -75,10 +75,18 @@ class EventSubThread:
     """One ``EventSubWebsocket`` and its thread, from start to a closed private loop."""
 
     def __init__(self, twitch: Twitch, cfg: TwitchConfig, deliver: Callable[[dict[str, Any]], None], *,
-                 bot: str, timeout_s: float) -> None:
+                 bot: str, timeout_s: float, loop: asyncio.AbstractEventLoop) -> None:
+        """``deliver(payload)`` is called on ``loop`` (ours), never on the library's thread."""
         self._bot = bot
         self._timeout = timeout_s
-        self._deliver = deliver
+
+        def hop(payload: dict[str, Any]) -> None:  # runs on the library's thread
+            if loop.is_closed():
+                return
+            with contextlib.suppress(RuntimeError):  # our loop is closing: nothing left to deliver to
+                loop.call_soon_threadsafe(deliver, payload)
+
+        self._deliver = hop
         self.finished = threading.Event()
         es = EventSubWebsocket(twitch, connection_url=cfg.eventsub_url,
                                subscription_url=cfg.eventsub_subscription_url or cfg.api_url)
@@ -102,7 +110,7 @@ class EventSubThread:
             es._reset_timeout()  # type: ignore[no-untyped-call]
             payload = dict(data.get("payload") or {})
             payload["metadata"] = data.get("metadata") or {}
-            deliver(payload)
+            hop(payload)
 
         async def build_request_header() -> dict[str, str]:
             # Replaces twitchAPI's, which validates the token before every subscribe with a ClientSession
