@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import os
 import signal
@@ -31,21 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def bots_toml(fake: FakeTwitch, db_url: str, database: str, *, channels: list[str], half_life: float = 60.0) -> str:
-    return f"""
-[storage]
-mongodb_url = "{db_url}"
-database = "{database}"
-batch_size = 50
-flush_interval_ms = 20
-server_timeout_ms = 1000
-
-[twitch]
-client_id = "{FakeTwitch.CLIENT_ID}"
-client_secret = "env:FAKE_TWITCH_SECRET"
-api_url = "{fake.api_url}"
-auth_url = "{fake.auth_url}"
-eventsub_url = "{fake.eventsub_url}"
-
+    return fake.toml(db_url, database) + f"""
 [[bots]]
 name = "main"
 account = "moodbot"
@@ -276,20 +263,12 @@ class TestReplayCommand:
         cfg = load_config(cfg_path, {})
         total = sum(1 for line in log.read_text().splitlines() if line.strip())
 
-        class Out:
-            text = ""
 
-            def write(self, s: str) -> None:
-                self.text += s
-
-            def flush(self) -> None:
-                pass
-
-        first, second = Out(), Out()
+        first, second = io.StringIO(), io.StringIO()
         assert await cmd_replay(cfg, log, max_rate=10_000, out=first) == 0
         stored = await db.messages.count_documents({})
         assert stored >= 1
-        assert f"stored: {stored} new" in first.text
+        assert f"stored: {stored} new" in first.getvalue()
         assert (
             await db.messages.count_documents({"label": {"$exists": True}})
             + await db.messages.count_documents({"text": {"$regex": "^!"}})
@@ -297,7 +276,7 @@ class TestReplayCommand:
         )
         assert await cmd_replay(cfg, log, max_rate=10_000, out=second) == 0
         assert await db.messages.count_documents({}) == stored
-        assert "stored: 0 new" in second.text
+        assert "stored: 0 new" in second.getvalue()
         assert total >= stored
 
 
@@ -350,26 +329,18 @@ class TestDemoHealth:
         )
         cfg = load_config(cfg_path, {})
 
-        class Out:
-            text = ""
 
-            def write(self, s: str) -> None:
-                self.text += s
-
-            def flush(self) -> None:
-                pass
-
-        out = Out()
+        out = io.StringIO()
         demo = asyncio.create_task(cmd_demo(cfg, host="127.0.0.1", port=0, speed=0.05, out=out), name="demo")
         process = own_ferretdb.process
         assert process is not None
         stopped = False
         try:
             async with asyncio.timeout(60):
-                while "overlay:" not in out.text:
-                    assert not demo.done(), out.text
+                while "overlay:" not in out.getvalue():
+                    assert not demo.done(), out.getvalue()
                     await asyncio.sleep(0.05)
-            base = out.text.split("overlay:", 1)[1].split()[0].split("/overlay/")[0]
+            base = out.getvalue().split("overlay:", 1)[1].split()[0].split("/overlay/")[0]
             async with aiohttp.ClientSession() as http:
                 async with http.get(f"{base}/healthz") as r:
                     assert r.status == 200, await r.text()

@@ -181,6 +181,25 @@ class FakeTwitch:
     def eventsub_url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
+    def toml(self, db_url: str, database: str) -> str:
+        """The ``[storage]`` (small batches, a test database) and ``[twitch]`` (this fake; the client secret
+        from ``FAKE_TWITCH_SECRET``) sections of a bots.toml for a bot under test."""
+        return f"""
+[storage]
+mongodb_url = "{db_url}"
+database = "{database}"
+batch_size = 50
+flush_interval_ms = 20
+server_timeout_ms = 1000
+
+[twitch]
+client_id = "{self.CLIENT_ID}"
+client_secret = "env:FAKE_TWITCH_SECRET"
+api_url = "{self.api_url}"
+auth_url = "{self.auth_url}"
+eventsub_url = "{self.eventsub_url}"
+"""
+
     # --- test controls -------------------------------------------------------------------------
     def add_user(self, login: str, user_id: str | None = None) -> FakeUser:
         u = FakeUser(user_id or str(1000 + len(self.users)), login, login.capitalize())

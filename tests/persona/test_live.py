@@ -51,21 +51,7 @@ def write_config(tmp_path: Path, fake: FakeTwitch, db_url: str, database: str,
                  personas: dict[str, dict[str, Any]]) -> Path:
     """bots.toml with the plain mood bot ``main`` and one persona bot per entry (name -> persona settings)."""
     accounts = {"main": "moodbot", "a": "chatty_a", "b": "chatty_b"}
-    text = f"""
-[storage]
-mongodb_url = "{db_url}"
-database = "{database}"
-batch_size = 50
-flush_interval_ms = 20
-server_timeout_ms = 1000
-
-[twitch]
-client_id = "{FakeTwitch.CLIENT_ID}"
-client_secret = "env:FAKE_TWITCH_SECRET"
-api_url = "{fake.api_url}"
-auth_url = "{fake.auth_url}"
-eventsub_url = "{fake.eventsub_url}"
-
+    text = fake.toml(db_url, database) + """
 [classifier]
 embedding_model = ""
 

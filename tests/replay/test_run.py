@@ -24,16 +24,6 @@ from bot.replay.run import INTERRUPTED, cmd_replay
 from bot.storage.devdb import DevDb
 
 
-class Out:
-    text = ""
-
-    def write(self, s: str) -> None:
-        self.text += s
-
-    def flush(self) -> None:
-        pass
-
-
 def chat_log(path: Path, n: int) -> Path:
     with path.open("w", encoding="utf-8") as f:
         for i in range(n):
@@ -55,7 +45,7 @@ class TestSignals:
             f'spool_dir = "{tmp_path / "spool"}"\n[classifier]\nembedding_model = ""\n'
         )
         cfg = load_config(cfg_path, {})
-        out = Out()
+        out = io.StringIO()
         client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
         try:
             messages = client[storage_config.database]["messages"]
@@ -65,13 +55,13 @@ class TestSignals:
                     await asyncio.sleep(0.05)
             os.kill(os.getpid(), signal.SIGTERM)
             assert await replaying == INTERRUPTED
-            m = re.search(r"replay interrupted: ([\d,]+) messages taken", out.text)
-            assert m, out.text
+            m = re.search(r"replay interrupted: ([\d,]+) messages taken", out.getvalue())
+            assert m, out.getvalue()
             taken = int(m[1].replace(",", ""))
             assert 200 <= taken < 5000
             stored = await messages.count_documents({})
-            assert stored == taken, out.text
-            assert f"stored: {taken} new, 0 already stored" in out.text
+            assert stored == taken, out.getvalue()
+            assert f"stored: {taken} new, 0 already stored" in out.getvalue()
             assert not (tmp_path / "spool" / "messages.jsonl").exists()
             classified = await messages.count_documents({"label": {"$exists": True}})
             assert classified == await messages.count_documents({"command": {"$ne": True}})
