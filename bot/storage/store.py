@@ -358,19 +358,19 @@ async def open_storage(
     )
     try:
         storage = Storage(cfg, client, spool_dir, clock, probe_client=probe)
+        # The spool folder first: a second process on it is refused before it opens a single connection.
+        storage.writer.open()
         try:
-            await storage.ensure_ready()
-            reachable = True
-        except PyMongoError as e:
-            reachable = False
-            log.warning(
-                "storage_unreachable_at_startup",
-                database=storage.database,
-                error=_short(e),
-                spooling_to=str(spool_dir / SPOOL_FILE),
-            )
-        storage.writer.open(reachable=reachable)
-        try:
+            try:
+                await storage.ensure_ready()
+            except PyMongoError as e:
+                storage.writer.mark_unreachable()
+                log.warning(
+                    "storage_unreachable_at_startup",
+                    database=storage.database,
+                    error=_short(e),
+                    spooling_to=str(spool_dir / SPOOL_FILE),
+                )
             storage.tasks.spawn(storage.writer.run(), name="storage-writer")
             try:
                 yield storage

@@ -116,15 +116,17 @@ class MessageWriter:
 
     # ---- lifecycle (driven by open_storage)
 
-    def open(self, *, reachable: bool) -> None:
+    def open(self) -> None:
         """Take the spool folder (one process at a time) and pick up a spool left by an earlier run."""
         pending = self._spool.open()
         if pending:
             self._stats.spool_pending = pending
             self._stats.spooling = True
-        if not reachable:
-            self._stats.spooling = True
-            self._stats.last_failure = "unreachable"
+
+    def mark_unreachable(self) -> None:
+        """The database did not answer at startup: spool from the first message."""
+        self._stats.spooling = True
+        self._stats.last_failure = "unreachable"
 
     def close(self) -> None:
         self._spool.close()
