@@ -4,8 +4,8 @@ The pipeline (chosen by measurement, see bot/classify/head.py and the README): n
 hashed character n-grams, the emote/slang glossary, surface features, sentence embeddings from a local GGUF
 (llama-cpp, when ``classifier.embedding_model`` is set) and LLM label log-probs (only when the configured LLM is
 capable, see :func:`llm_enabled`) -- and apply a small trained head. The newest ``models/head-*.npz`` that fits the
-configured categories and models is used; without one the head is trained at start-up from the glossary-backed
-starter set shipped in ``bot/data/starter_labels.jsonl`` (cold start). :meth:`PipelineClassifier.maybe_reload`
+configured categories and models is used; without one, the starter head trained on the shipped starter set
+(:mod:`bot.classify.starter`; cold start). :meth:`PipelineClassifier.maybe_reload`
 swaps in a newer head without a restart.
 
 The service that feeds it without blocking ingest is :mod:`bot.classify.service`.
@@ -13,9 +13,7 @@ The service that feeds it without blocking ingest is :mod:`bot.classify.service`
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -23,10 +21,11 @@ import numpy as np
 import structlog
 
 from bot.classify.features import FeatureSpec
-from bot.classify.head import Head, train_head
+from bot.classify.head import Head
 from bot.classify.prompt import load_prompt, split_prompt
+from bot.classify.starter import STARTER_SPEC, data_hash, shipped_head, train_starter
 from bot.classify.text import normalise
-from bot.config import Category, Config
+from bot.config import DEFAULT_CATEGORIES, Category, Config
 from bot.domain import Verdict
 from bot.errors import ModelError
 
@@ -54,32 +53,6 @@ class Reloadable(Protocol):
     def maybe_reload(self) -> bool: ...
 
 
-def starter_examples() -> list[tuple[str, str]]:
-    """The shipped cold-start set: (text, category) pairs written for the default categories."""
-    raw = resources.files("bot").joinpath("data/starter_labels.jsonl").read_text("utf-8")
-    out = []
-    for line in raw.splitlines():
-        if line.strip():
-            row = json.loads(line)
-            out.append((str(row["text"]), str(row["label"])))
-    return out
-
-
-def usable_starter(categories: Sequence[Category]) -> list[tuple[str, str]]:
-    """Starter examples whose label exists among the configured categories (valences stand in for the rest)."""
-    names = {c.name for c in categories}
-    valence = {-1: "negative", 0: "neutral", 1: "positive"}
-    default_valence = {"hype": 1, "funny": 1, "love": 1, "neutral": 0, "sad": -1, "angry": -1}
-    present = {c.valence for c in categories}
-    out = []
-    for text, label in starter_examples():
-        if label in names:
-            out.append((text, label))
-        elif default_valence.get(label) in present:
-            out.append((text, valence[default_valence[label]]))
-    return out
-
-
 def llm_enabled(cfg: Config) -> bool:
     """LLM label scores are used when ``use_llm="always"``, or ``"auto"`` with a configured LLM not known to be weak."""
     c = cfg.classifier
@@ -102,9 +75,10 @@ class FeatureSource:
         if scorer is not None:
             self.widths[f"llm:{llm_name}"] = len(scorer.labels)
 
-    def compute(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+    def compute(self, texts: Sequence[str], keys: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+        """The blocks named in ``keys`` (all by default) for ``texts``."""
         out: dict[str, np.ndarray] = {}
-        for key in self.widths:
+        for key in self.widths if keys is None else [k for k in self.widths if k in keys]:
             if key.startswith("emb:"):
                 out[key] = np.asarray(self.embedder.embed(list(texts)), dtype=np.float64)
             else:
@@ -163,8 +137,9 @@ class PipelineClassifier:
         """Why ``head`` cannot serve this configuration, or None when it can."""
         if head.categories != self.categories:
             return f"trained for categories {list(head.categories)}, configured {list(self.categories)}"
-        if head.spec.extras != self._source.widths:
-            return f"needs feature blocks {head.spec.extras}, configured models give {self._source.widths}"
+        needs = blocks_of(head)
+        if any(self._source.widths.get(name) != width for name, width in needs.items()):
+            return f"needs feature blocks {needs}, configured models give {self._source.widths}"
         return None
 
     def _check(self, head: Head, path: Path) -> None:
@@ -181,7 +156,7 @@ class PipelineClassifier:
         head = self._head  # one read: a concurrent reload swaps whole heads only
         norm = [normalise(t) for t in texts]
         unique = list(dict.fromkeys(norm))
-        probs = head.predict_proba(unique, self._cats, self._source.compute(unique))
+        probs = head.predict_proba(unique, self._cats, self._source.compute(unique, list(blocks_of(head))))
         version = self.version
         names = self.categories
         by_text: dict[str, Verdict] = {}
@@ -228,6 +203,14 @@ class PipelineClassifier:
 
     def close(self) -> None:
         self._source.close()
+
+
+def blocks_of(head: Head) -> dict[str, int]:
+    """The model feature blocks a head (and its base) reads: a text-only head serves any configuration."""
+    out = dict(head.spec.extras)
+    if head.base is not None:
+        out.update(blocks_of(head.base))
+    return out
 
 
 def newest_heads(models_dir: Path) -> list[Path]:
@@ -287,20 +270,31 @@ def open_sources(cfg: Config) -> FeatureSource:
     return FeatureSource(embedder, Path(emb_name).name, scorer, Path(llm_name).name)
 
 
-def cold_start_head(cfg: Config, source: FeatureSource) -> Head:
-    """A head trained on the shipped starter set (and the glossary features) for the configured categories."""
-    pairs = usable_starter(cfg.categories)
-    texts = [normalise(t) for t, _ in pairs]
-    head = train_head(
-        texts,
-        [label for _, label in pairs],
-        cfg.categories,
-        FeatureSpec(extras=dict(source.widths)),
-        extras=source.compute(texts),
-        l2=1e-2,  # few examples: keep the confidences modest (kobs cold start 53% at any l2 from 1e-3 to 1e-2)
-    )
-    head.meta["version"] = "cold-" + str(head.meta["version"]).removeprefix("head-")
-    head.meta["source"] = "starter set"
+def starter_head(cfg: Config) -> Head:
+    """The head a channel starts with: text features trained on the shipped starter set (no model blocks: they
+    join through labels, see :func:`bot.classify.training.train_from_pairs`).
+
+    The default categories use the pre-trained head shipped in the package; other categories train their own
+    once and keep it as ``models_dir/starter-<hash>.npz``."""
+    if tuple(cfg.categories) == DEFAULT_CATEGORIES:
+        shipped = shipped_head()
+        if shipped is not None:
+            return shipped
+    models_dir = cfg.resolve(cfg.classifier.models_dir)
+    path = models_dir / f"starter-{data_hash(cfg.categories, STARTER_SPEC, {})}.npz"
+    if path.is_file():
+        try:
+            head = Head.load(path)
+            if head.spec == STARTER_SPEC and head.categories == tuple(c.name for c in cfg.categories):
+                return head
+        except ModelError as e:
+            log.warning("starter_head_unusable", path=str(path), error=str(e))
+    log.info("starter_head_training", categories=list(cfg.category_names))
+    head = train_starter(cfg.categories)
+    try:
+        head.save(path)
+    except OSError as e:  # a read-only models_dir: train again next start
+        log.warning("starter_head_not_saved", path=str(path), error=str(e))
     return head
 
 
@@ -309,7 +303,7 @@ def load_classifier(cfg: Config) -> PipelineClassifier:
     models_dir = cfg.resolve(cfg.classifier.models_dir)
     source = open_sources(cfg)
     try:
-        clf = PipelineClassifier(cfg.categories, cold_start_head(cfg, source), source, models_dir=models_dir)
+        clf = PipelineClassifier(cfg.categories, starter_head(cfg), source, models_dir=models_dir)
         if not clf.maybe_reload():
             log.info("head_cold_start", version=clf.version, models_dir=str(models_dir))
     except BaseException:

@@ -5,6 +5,7 @@
   are dropped (they would carry no weight anyway), so the head stores only the buckets it knows;
 * the glossary's category weights (bot/classify/glossary.py), projected onto the configured categories;
 * surface features: capitals, length, ``!``/``?``, repeated letters, commands, mentions, links, emoji;
+* VADER's lexicon scores (negative, neutral, positive, compound; ``vaderSentiment``, MIT), when ``spec.lexicon``;
 * optional dense blocks from local models (sentence embeddings, LLM label log-probs), standardised.
 """
 
@@ -15,6 +16,7 @@ import re
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import structlog
@@ -41,6 +43,8 @@ class FeatureSpec:
     glossary: bool = True
     surface: bool = True
     words: bool = False  # also hash whole words, case kept (emotes are case-sensitive)
+    lexicon: bool = False  # VADER's four scores as a dense block
+    min_df: int = 1  # buckets seen in fewer training texts are dropped (smaller heads, same accuracy)
     # Dense blocks computed by local models: name -> width (e.g. {"emb:minilm": 384}).
     extras: dict[str, int] = field(default_factory=dict)
 
@@ -53,6 +57,7 @@ class Sparse:
     indices: np.ndarray
     data: np.ndarray
     n_cols: int
+    _by_col: tuple[np.ndarray, np.ndarray, np.ndarray] | None = field(default=None, repr=False, compare=False)
 
     @property
     def n_rows(self) -> int:
@@ -71,20 +76,26 @@ class Sparse:
 
     def matmul(self, w: np.ndarray) -> np.ndarray:
         """self @ w for a dense (n_cols, k) matrix."""
-        rows = self.row_ids()
-        contrib = self.data[:, None] * w[self.indices]
-        out = np.zeros((self.n_rows, w.shape[1]), dtype=np.float64)
-        for c in range(w.shape[1]):
-            out[:, c] = np.bincount(rows, weights=contrib[:, c], minlength=self.n_rows)
-        return out
+        return _segment_sum(self.data[:, None] * w[self.indices], self.indptr, w.shape[1])
 
     def rmatmul(self, g: np.ndarray) -> np.ndarray:
-        """self.T @ g for a dense (n_rows, k) matrix."""
-        rows = self.row_ids()
-        out = np.zeros((self.n_cols, g.shape[1]), dtype=np.float64)
-        for c in range(g.shape[1]):
-            out[:, c] = np.bincount(self.indices, weights=self.data * g[rows, c], minlength=self.n_cols)
-        return out
+        """self.T @ g for a dense (n_rows, k) matrix (the column order is computed once and kept)."""
+        if self._by_col is None:
+            order = np.argsort(self.indices, kind="stable")
+            colptr = np.zeros(self.n_cols + 1, dtype=np.int64)
+            np.cumsum(np.bincount(self.indices, minlength=self.n_cols), out=colptr[1:])
+            self._by_col = (order, self.row_ids()[order], colptr)
+        order, rows, colptr = self._by_col
+        return _segment_sum(self.data[order, None] * g[rows], colptr, g.shape[1])
+
+
+def _segment_sum(values: np.ndarray, ptr: np.ndarray, k: int) -> np.ndarray:
+    """Row sums of ``values`` (nnz, k) over the segments ``ptr[i]:ptr[i+1]``; empty segments give zeros."""
+    out = np.zeros((len(ptr) - 1, k), dtype=np.float64)
+    nonempty = np.flatnonzero(np.diff(ptr) > 0)
+    if len(nonempty):
+        out[nonempty] = np.add.reduceat(values, ptr[nonempty], axis=0)
+    return out
 
 
 def hashed_ngrams(texts: Sequence[str], spec: FeatureSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -145,6 +156,8 @@ class Vocabulary:
         docs, buckets = hashed_ngrams(texts, spec)
         pairs = np.unique(docs * (1 << spec.hash_bits) + buckets)
         vocab, df = np.unique(pairs % (1 << spec.hash_bits), return_counts=True)
+        keep = df >= spec.min_df
+        vocab, df = vocab[keep], df[keep]
         n = len(texts)
         idf = np.log((1.0 + n) / (1.0 + df)) + 1.0
         return cls(buckets=vocab.astype(np.int64), idf=idf.astype(np.float64))
@@ -198,6 +211,23 @@ def glossary_features(texts: Sequence[str], categories: Sequence[Category]) -> n
     return np.concatenate([np.log1p(counts), np.log1p(hits)], axis=1)
 
 
+_VADER: Any = None
+
+
+def lexicon_features(texts: Sequence[str]) -> np.ndarray:
+    """VADER's (negative, neutral, positive, compound) scores of each text (n, 4)."""
+    global _VADER  # one read-only analyser per process: it only holds the lexicon it loaded
+    if _VADER is None:
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # type: ignore[import-untyped]  # ships no type hints
+
+        _VADER = SentimentIntensityAnalyzer()
+    out = np.zeros((len(texts), 4), dtype=np.float64)
+    for i, text in enumerate(texts):
+        s = _VADER.polarity_scores(text)
+        out[i] = (s["neg"], s["neu"], s["pos"], s["compound"])
+    return out
+
+
 def dense_features(
     texts: Sequence[str], spec: FeatureSpec, categories: Sequence[Category], extras: dict[str, np.ndarray]
 ) -> np.ndarray:
@@ -206,6 +236,8 @@ def dense_features(
         blocks.append(glossary_features(texts, categories))
     if spec.surface:
         blocks.append(surface_features(texts))
+    if spec.lexicon:
+        blocks.append(lexicon_features(texts))
     for name, width in spec.extras.items():
         block = extras.get(name)
         if block is None or block.shape != (len(texts), width):

@@ -84,6 +84,23 @@ ratio angry:0.6 funny:0.4   mald angry:0.6 funny:0.4   malding angry:0.6 funny:0
 annoying angry   shut angry   kys angry   loser angry   clown angry:0.7 funny:0.3   ff angry:0.6 sad:0.4
 smh angry:0.7 sad:0.3   ugh angry:0.6 sad:0.4   yikes angry:0.6 sad:0.4   fail angry:0.5 sad:0.5   bad angry
 stare angry:0.5 neutral:0.5   susge neutral:0.6 angry:0.4   modcheck neutral   reported angry   bald angry:0.5 funny:0.5
+# --- more of today's 7TV/BTTV/FFZ emotes (added for the six-category work; meanings as chat uses them)
+pepela funny   bebela funny   lulE funny   lule funny   3head funny   5head funny:0.6 hype:0.4   xdd funny
+grug funny   bboomer funny   peepogiggles funny   trollface funny   trolling funny   kekbye funny
+aintnoway funny:0.5 hype:0.5   noway hype:0.6 funny:0.4   nowaying hype:0.6 funny:0.4   huhh neutral:0.6 funny:0.4
+toobased hype:0.6 funny:0.4   hyperclap hype   hypers hype   pogcrazy hype   poggies hype   hoggers hype
+drumming hype   guitartime hype:0.6 love:0.4   dankies hype:0.6 love:0.4   wicked hype   pogbones hype
+ppoverheat hype   pphop hype:0.6 love:0.4   jigglin hype:0.6 funny:0.4   letsgo hype   gamba hype
+gachihyper hype:0.6 funny:0.4   ayaya love:0.5 hype:0.5   swooner love   gladge love   peeposmile love
+peeposhy love   peepoblush love   peepohug love   catkiss love   peepocomfy love   peepohey neutral:0.5 love:0.5
+bleedpurple love:0.6 hype:0.4   feelsstrongman sad:0.5 love:0.5   painschamp sad:0.6 funny:0.4
+unpoggers sad:0.7 angry:0.3   peepocry sad   sadgi sad   peepohands sad   o7 sad:0.6 love:0.4
+reallymad angry:0.6 funny:0.4   4weirdw angry   diesofcringe angry:0.6 funny:0.4   pepespit angry
+reeee angry   reee angry   ripbozo angry:0.6 funny:0.4   whatchamp angry:0.6 neutral:0.4   smhead angry
+tssk angry   bruhmm angry:0.5 funny:0.5   weirddude angry   nerd angry:0.5 funny:0.5   stopbeingmean angry
+yep neutral   nodders neutral   nopers neutral   chatting neutral   listening neutral   waiting neutral
+noted neutral   erm neutral:0.6 funny:0.4   hmmge neutral   pepegehmm neutral   lookup neutral
+peepoarrive neutral   peepoleave neutral   wokege neutral   susge neutral:0.6 funny:0.4
 # --- plain talk
 chatting neutral  hmm neutral       hmmm neutral      monkahmm neutral   ok neutral   okay neutral   k neutral
 what neutral      why neutral       who neutral       when neutral       how neutral   where neutral

@@ -46,7 +46,9 @@ from bot.errors import ModelError
 
 log = structlog.get_logger(__name__)
 
-HEAD_FORMAT = 1
+HEAD_FORMAT = 2
+#: Format 1 heads (no base head, no prior shift) still load.
+READABLE_FORMATS = (1, 2)
 #: L2 of a sentence-embedding block (``emb:*``), apart from the sparse features' ``l2``. Kobs-dev, 3x5-fold CV:
 #: MiniLM concatenated at the common l2 (1e-3) 57.1% / 0.551, at 1e-2 58.6%, 0.1 62.3%, 1.0 64.6% / 0.617 against
 #: 64.8% / 0.615 without embeddings: strong shrinkage makes the block harmless, never helpful (see the README).
@@ -130,6 +132,10 @@ class Head:
     v_sparse: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     v_dense: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     v_bias: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # An adapter's base head: its log-probabilities are a dense block of both heads and the category head's offset.
+    base: Head | None = None
+    # Added to the log-probabilities at the end (a prior shift, e.g. the starter head's towards mostly neutral chat).
+    shift: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def version(self) -> str:
@@ -142,49 +148,72 @@ class Head:
     def _scaled(self, dense: np.ndarray) -> np.ndarray:
         return np.asarray((dense - self.dense_mean) / self.dense_scale)
 
-    def logits(self, sparse: Sparse, dense: np.ndarray) -> np.ndarray:
-        return np.asarray(sparse.matmul(self.w_sparse) + self._scaled(dense) @ self.w_dense + self.bias)
+    def logits(self, sparse: Sparse, dense: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        z = sparse.matmul(self.w_sparse) + self._scaled(dense) @ self.w_dense + self.bias
+        return np.asarray(z if offset is None else z + offset)
 
-    def proba(self, sparse: Sparse, dense: np.ndarray) -> np.ndarray:
-        p = _softmax(self.logits(sparse, dense))
-        if not self.two_level:
-            return p
-        pv = _softmax(sparse.matmul(self.v_sparse) + self._scaled(dense) @ self.v_dense + self.v_bias)
-        out = np.zeros_like(p)
-        for j, v in enumerate(self.valences):
-            group = self.cat_valence == v
-            within = p[:, group] / np.maximum(p[:, group].sum(axis=1, keepdims=True), 1e-300)
-            out[:, group] = within * pv[:, j : j + 1]
-        return out
+    def proba(self, sparse: Sparse, dense: np.ndarray, offset: np.ndarray | None = None) -> np.ndarray:
+        p = _softmax(self.logits(sparse, dense, offset))
+        if self.two_level:
+            zv = sparse.matmul(self.v_sparse) + self._scaled(dense) @ self.v_dense + self.v_bias
+            if offset is not None:
+                zv = zv + valence_offset(offset, self.cat_valence, self.valences)
+            pv = _softmax(zv)
+            out = np.zeros_like(p)
+            for j, v in enumerate(self.valences):
+                group = self.cat_valence == v
+                within = p[:, group] / np.maximum(p[:, group].sum(axis=1, keepdims=True), 1e-300)
+                out[:, group] = within * pv[:, j : j + 1]
+            p = out
+        if len(self.shift) and self.shift.any():
+            p = _softmax(np.log(np.maximum(p, 1e-300)) + self.shift)
+        return p
+
+    def features(
+        self, texts: Sequence[str], category_objs: Sequence[Category], extras: dict[str, np.ndarray] | None = None
+    ) -> tuple[Sparse, np.ndarray, np.ndarray | None]:
+        """(sparse, dense, offset) of ``texts``: with a base head, its log-probabilities are the offset and a block."""
+        sparse = self.vocab.transform(texts, self.spec)
+        dense = dense_features(texts, self.spec, category_objs, extras or {})
+        if self.base is None:
+            return sparse, dense, None
+        offset = base_logp(self.base, texts, category_objs, extras)
+        return sparse, np.concatenate([dense, offset], axis=1), offset
 
     def predict_proba(
         self, texts: Sequence[str], category_objs: Sequence[Category], extras: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        sparse = self.vocab.transform(texts, self.spec)
-        dense = dense_features(texts, self.spec, category_objs, extras or {})
-        return self.proba(sparse, dense)
+        return self.proba(*self.features(texts, category_objs, extras))
+
+    def _arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        meta = {**self.meta, "format": HEAD_FORMAT, "categories": list(self.categories), "spec": asdict(self.spec)}
+        arrays = {
+            "buckets": self.vocab.buckets,
+            "idf": self.vocab.idf.astype(np.float32),
+            "dense_mean": self.dense_mean,
+            "dense_scale": self.dense_scale,
+            "w_sparse": self.w_sparse.astype(np.float32),
+            "w_dense": self.w_dense,
+            "bias": self.bias,
+            "cat_valence": self.cat_valence,
+            "valences": self.valences,
+            "v_sparse": self.v_sparse.astype(np.float32),
+            "v_dense": self.v_dense,
+            "v_bias": self.v_bias,
+            "shift": self.shift,
+        }
+        if self.base is not None:
+            base_meta, base_arrays = self.base._arrays()
+            meta["base"] = base_meta
+            arrays.update({f"base.{k}": v for k, v in base_arrays.items()})
+        return meta, arrays
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        meta = {**self.meta, "format": HEAD_FORMAT, "categories": list(self.categories), "spec": asdict(self.spec)}
+        meta, arrays = self._arrays()
         tmp = path.with_name(path.name + ".tmp")
         with tmp.open("wb") as fh:
-            np.savez_compressed(
-                fh,
-                meta=np.array(json.dumps(meta)),
-                buckets=self.vocab.buckets,
-                idf=self.vocab.idf.astype(np.float32),
-                dense_mean=self.dense_mean,
-                dense_scale=self.dense_scale,
-                w_sparse=self.w_sparse.astype(np.float32),
-                w_dense=self.w_dense,
-                bias=self.bias,
-                cat_valence=self.cat_valence,
-                valences=self.valences,
-                v_sparse=self.v_sparse.astype(np.float32),
-                v_dense=self.v_dense,
-                v_bias=self.v_bias,
-            )
+            np.savez_compressed(fh, meta=np.array(json.dumps(meta)), **arrays)  # type: ignore[arg-type]  # numpy types **kwds as allow_pickle
         tmp.replace(path)
 
     @classmethod
@@ -198,8 +227,15 @@ class Head:
             raise ModelError(path, "head file not found", hint) from None
         except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
             raise ModelError(path, f"not a readable head file: {e}", hint) from None
-        if meta.get("format") != HEAD_FORMAT:
+        return cls._from(meta, arrays, path, hint)
+
+    @classmethod
+    def _from(cls, meta: dict[str, Any], arrays: dict[str, np.ndarray], path: Path, hint: str) -> Head:
+        if meta.get("format") not in READABLE_FORMATS:
             raise ModelError(path, f"head format {meta.get('format')!r} is not {HEAD_FORMAT}", hint)
+        base = None
+        if "base" in meta:
+            base = cls._from(meta["base"], {k[5:]: v for k, v in arrays.items() if k.startswith("base.")}, path, hint)
         try:
             head = cls(
                 categories=tuple(meta["categories"]),
@@ -210,22 +246,40 @@ class Head:
                 w_sparse=arrays["w_sparse"].astype(np.float64),
                 w_dense=arrays["w_dense"],
                 bias=arrays["bias"],
-                meta=meta,
+                meta={k: v for k, v in meta.items() if k != "base"},
                 cat_valence=arrays["cat_valence"].astype(np.int64),
                 valences=arrays["valences"].astype(np.int64),
                 v_sparse=arrays["v_sparse"].astype(np.float64),
                 v_dense=arrays["v_dense"],
                 v_bias=arrays["v_bias"],
+                base=base,
+                shift=arrays.get("shift", np.zeros(0)).astype(np.float64),
             )
         except (KeyError, TypeError) as e:
             raise ModelError(path, f"head file is missing {e}", hint) from None
         k, v, m = len(head.categories), len(head.vocab.buckets), len(head.valences)
-        shapes_ok = head.w_sparse.shape == (v, k) and head.bias.shape == (k,)
+        shapes_ok = head.w_sparse.shape == (v, k) and head.bias.shape == (k,) and len(head.shift) in (0, k)
         if m:
             shapes_ok = shapes_ok and head.v_sparse.shape == (v, m) and head.cat_valence.shape == (k,)
+        if base is not None:
+            shapes_ok = shapes_ok and base.categories == head.categories
         if not shapes_ok:
             raise ModelError(path, "head weights have inconsistent shapes", hint)
         return head
+
+
+def valence_offset(offset: np.ndarray, cat_valence: np.ndarray, valences: np.ndarray) -> np.ndarray:
+    """Per valence, the log of the summed probabilities of its categories (from category log-probabilities)."""
+    return np.stack(
+        [np.log(np.exp(offset[:, cat_valence == v]).sum(axis=1)) for v in valences], axis=1
+    )
+
+
+def base_logp(
+    base: Head, texts: Sequence[str], category_objs: Sequence[Category], extras: dict[str, np.ndarray] | None = None
+) -> np.ndarray:
+    """The base head's log-probabilities, floored at 1e-4 so one confident base cannot dominate a block."""
+    return np.asarray(np.log(base.predict_proba(texts, category_objs, extras) + 1e-4))
 
 
 def allowed_mask(labels: Sequence[str], categories: Sequence[Category]) -> np.ndarray:
@@ -250,7 +304,8 @@ def allowed_mask(labels: Sequence[str], categories: Sequence[Category]) -> np.nd
 
 
 def _fit(
-    sparse: Sparse, dense: np.ndarray, mask: np.ndarray, weight: np.ndarray, l2: float, max_iter: int
+    sparse: Sparse, dense: np.ndarray, mask: np.ndarray, weight: np.ndarray, l2: float, max_iter: int,
+    offset: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Partial-label multinomial logistic regression: minimise ``-sum w_i log sum_{c allowed} p_ic + l2/2 |W|^2``."""
     k = mask.shape[1]
@@ -262,7 +317,8 @@ def _fit(
 
     def fun(x: np.ndarray) -> tuple[float, np.ndarray]:
         ws, wd, b = unpack(x)
-        p = _softmax(sparse.matmul(ws) + dense @ wd + b)
+        z = sparse.matmul(ws) + dense @ wd + b
+        p = _softmax(z if offset is None else z + offset)
         inside = np.where(mask, p, 0.0)
         mass = np.maximum(inside.sum(axis=1), 1e-300)
         q = inside / mass[:, None]
@@ -279,7 +335,7 @@ def _fit(
 
 def _block_slice(spec: FeatureSpec, categories: Sequence[Category], name: str) -> slice:
     """The columns of dense block ``name`` in :func:`dense_features`' output."""
-    start = (len(categories) + 1 if spec.glossary else 0) + (11 if spec.surface else 0)
+    start = (len(categories) + 1 if spec.glossary else 0) + (11 if spec.surface else 0) + (4 if spec.lexicon else 0)
     for key, width in spec.extras.items():
         if key == name:
             return slice(start, start + width)
@@ -308,6 +364,7 @@ def train_head(
     balanced: bool = False,
     two_level: bool = True,
     max_iter: int = 300,
+    base: Head | None = None,
 ) -> Head:
     """Fit a head on labelled texts (category names or valences).
 
@@ -316,7 +373,13 @@ def train_head(
     examples only. Single-level: one partial-label head over the categories from everything.
 
     ``block_l2`` gives named dense blocks their own L2 (sentence embeddings get :data:`EMB_BLOCK_L2` unless told
-    otherwise); it is applied by scaling the block's standardised columns, so the saved head needs nothing new."""
+    otherwise); it is applied by scaling the block's standardised columns, so the saved head needs nothing new.
+
+    With a ``base`` head this is an *adapter* (how labels teach chatmood, chosen by measurement, see the README):
+    both heads learn corrections on top of the base (its log-probabilities are their offset, and a dense block they
+    may rescale), so a few labels nudge the base instead of replacing it, and a category no label names keeps the
+    base's share of its valence.
+    Only labels that split a valence (a category sharing its valence with another) train the category head."""
     spec = spec or FeatureSpec()
     if not texts:
         raise ValueError("no labelled examples to train on")
@@ -324,6 +387,13 @@ def train_head(
     vocab = Vocabulary.fit(texts, spec)
     sparse = vocab.transform(texts, spec)
     dense = dense_features(texts, spec, categories, extras or {})
+    offset = None
+    if base is not None:
+        if base.categories != tuple(c.name for c in categories):
+            raise ValueError(f"base head is for {list(base.categories)}, not {[c.name for c in categories]}")
+        offset = base_logp(base, texts, categories, extras)
+        dense = np.concatenate([dense, offset], axis=1)
+    k_base = len(categories)
     mean = dense.mean(axis=0)
     scale = dense.std(axis=0)
     scale = np.where(scale < 1e-6, 1.0, scale)
@@ -332,32 +402,46 @@ def train_head(
         # a block's own L2: a column scaled by s sees the penalty l2 / s**2 on its original-scale weight
         sl = _block_slice(spec, categories, name)
         scale[sl] = scale[sl] * math.sqrt(block / l2)
+    if offset is not None:  # log-probabilities keep their own scale: a few labels must not blow them up
+        mean[-k_base:], scale[-k_base:] = 0.0, 1.0
     dense_n = (dense - mean) / scale
     weight = np.ones(len(texts)) if sample_weight is None else np.asarray(sample_weight, dtype=np.float64)
     cat_valence = np.array([c.valence for c in categories], dtype=np.int64)
     valences = np.unique(cat_valence)
     single = mask.sum(axis=1) == 1
     names = {c.name for c in categories}
-    by_category = single & np.array([lab.strip().lower() in names for lab in labels])
+    shared = np.array([int((cat_valence == v).sum()) > 1 for v in cat_valence])  # categories that split a valence
+    by_category = single & np.array([lab.strip().lower() in names for lab in labels]) & (mask & shared).any(axis=1)
     head = Head(
         categories=tuple(c.name for c in categories), spec=spec, vocab=vocab, dense_mean=mean, dense_scale=scale,
-        w_sparse=np.zeros((0, 0)), w_dense=np.zeros((0, 0)), bias=np.zeros(0),
+        w_sparse=np.zeros((0, 0)), w_dense=np.zeros((0, 0)), bias=np.zeros(0), base=base,
     )
-    if two_level and by_category.any() and len(valences) < len(categories):
+    k = len(categories)
+    if two_level and (by_category.any() or base is not None) and len(valences) < len(categories):
         rows = np.flatnonzero(by_category)
-        w = weight[rows] * (_balance(mask[rows]) if balanced else 1.0)
-        head.w_sparse, head.w_dense, head.bias = _fit(sparse.take(rows), dense_n[rows], mask[rows], w, l2, max_iter)
+        if len(rows):
+            w = weight[rows] * (_balance(mask[rows]) if balanced else 1.0)
+            off = None if offset is None else offset[rows]
+            head.w_sparse, head.w_dense, head.bias = _fit(
+                sparse.take(rows), dense_n[rows], mask[rows], w, l2, max_iter, off
+            )
+        else:  # no label splits a valence: the base's split stands
+            head.w_sparse, head.w_dense = np.zeros((sparse.n_cols, k)), np.zeros((dense.shape[1], k))
+            head.bias = np.zeros(k)
         vmask = np.stack([[bool((row & (cat_valence == v)).any()) for v in valences] for row in mask])
         w = weight * (_balance(vmask) if balanced else 1.0)
-        head.v_sparse, head.v_dense, head.v_bias = _fit(sparse, dense_n, vmask, w, l2, max_iter)
+        v_off = None if offset is None else valence_offset(offset, cat_valence, valences)
+        head.v_sparse, head.v_dense, head.v_bias = _fit(sparse, dense_n, vmask, w, l2, max_iter, v_off)
         head.cat_valence, head.valences = cat_valence, valences
     else:
         w = weight * (_balance(mask) if balanced else 1.0)
-        head.w_sparse, head.w_dense, head.bias = _fit(sparse, dense_n, mask, w, l2, max_iter)
+        head.w_sparse, head.w_dense, head.bias = _fit(sparse, dense_n, mask, w, l2, max_iter, offset)
     digest = hashlib.blake2b(digest_size=5)
     for arr in (vocab.buckets, head.w_sparse, head.w_dense, head.bias, head.v_sparse, head.v_dense, head.v_bias):
         digest.update(np.ascontiguousarray(arr, dtype=np.float32).tobytes())
     digest.update(json.dumps(asdict(spec), sort_keys=True).encode())
+    if base is not None:
+        digest.update(base.version.encode())
     counts: dict[str, int] = {}
     for label in labels:
         counts[label.strip().lower()] = counts.get(label.strip().lower(), 0) + 1
@@ -369,6 +453,7 @@ def train_head(
         "l2": l2,
         "block_l2": blocks,
         "two_level": head.two_level,
+        "base_version": base.version if base is not None else None,
     }
     log.info("head_trained", version=head.meta["version"], examples=len(texts), vocab=sparse.n_cols,
              dense=dense.shape[1], two_level=head.two_level)

@@ -24,22 +24,20 @@ from typing import Any, TextIO
 import numpy as np
 import structlog
 
-from bot.classify.classifier import Classifier, FeatureSource, load_classifier, open_sources, usable_starter
+from bot.classify.classifier import Classifier, FeatureSource, load_classifier, open_sources, starter_head
 from bot.classify.features import FeatureSpec
 from bot.classify.head import Head, allowed_mask, train_head
 from bot.classify.service import VerdictCache, classify_cached
+from bot.classify.starter import STARTER_SPEC, shipped_head, train_starter
 from bot.classify.text import normalise
-from bot.config import Category, Config
+from bot.config import DEFAULT_CATEGORIES, Category, Config
 from bot.errors import DataError
 
 log = structlog.get_logger(__name__)
 
 VALENCES: dict[str, int] = {"positive": 1, "neutral": 0, "negative": -1}
 VALENCE_NAMES: dict[int, str] = {v: k for k, v in VALENCES.items()}
-#: Weight of each starter example next to a real labelled one. The starter set teaches the split inside a valence
-#: and carries the cold start; measured on Kobs (two-level head, 3x5-fold CV): weight 1.0 62.6%, 0.3 63.9%,
-#: 0.1 65.9%, none 65.4% -- at 0.1 it costs nothing while keeping the categories meaningful.
-STARTER_WEIGHT = 0.1
+#: L2 of an adapter head (labels on top of the starter head; bench/accuracy.py).
 L2 = 1e-3
 
 
@@ -187,35 +185,28 @@ def evaluate(
 # ------------------------------------------------------------------------------------------------ training
 
 
-def training_set(
-    pairs: Sequence[tuple[str, str]], categories: Sequence[Category], starter_weight: float = STARTER_WEIGHT
-) -> tuple[list[str], list[str], np.ndarray]:
-    """Labelled pairs plus the starter set (down-weighted), texts normalised like the classifier does."""
-    starter = usable_starter(categories) if starter_weight > 0 else []
-    texts = [normalise(t) for t, _ in pairs] + [normalise(t) for t, _ in starter]
-    labels = [lab for _, lab in pairs] + [lab for _, lab in starter]
-    weights = np.concatenate([np.ones(len(pairs)), np.full(len(starter), starter_weight)])
-    return texts, labels, weights
-
-
 def train_from_pairs(
     pairs: Sequence[tuple[str, str]],
     categories: Sequence[Category],
     source: FeatureSource | None = None,
     *,
-    starter_weight: float = STARTER_WEIGHT,
+    base: Head | None = None,
 ) -> Head:
-    """A head trained on labelled pairs (+ starter set); raises DataError for unknown labels."""
+    """An adapter head trained on labelled pairs on top of ``base`` (the starter head for ``categories``; by
+    default the shipped one, or one trained now for other categories). Raises DataError for unknown labels."""
     source = source or FeatureSource()
-    texts, labels, weights = training_set(pairs, categories, starter_weight)
+    if base is None:
+        base = (shipped_head() if tuple(categories) == DEFAULT_CATEGORIES else None) or train_starter(categories)
+    texts = [normalise(t) for t, _ in pairs]
     try:
         head = train_head(
-            texts, labels, categories, FeatureSpec(extras=dict(source.widths)),
-            extras=source.compute(texts), sample_weight=weights, l2=L2, balanced=False,
+            texts, [lab for _, lab in pairs], categories,
+            FeatureSpec(lexicon=STARTER_SPEC.lexicon, extras=dict(source.widths)),
+            extras=source.compute(texts), l2=L2, base=base,
         )
     except ValueError as e:
         raise DataError(str(e)) from None
-    head.meta["source"] = f"{len(pairs)} labelled + starter set x{starter_weight:g}"
+    head.meta["source"] = f"{len(pairs)} labelled on top of {base.version}"
     return head
 
 
@@ -275,15 +266,18 @@ async def cmd_train(cfg: Config, from_file: Path | None, *, out: TextIO | None =
     pairs = stored + pairs
     if dropped:
         print(f"left out {dropped} stored examples whose label is no longer a category", file=out)
+    if not pairs:
+        raise DataError("no labelled examples: label messages with !label in chat, or pass --from FILE")
     source = await asyncio.to_thread(open_sources, cfg)
     try:
         t0 = time.perf_counter()
-        head = await asyncio.to_thread(train_from_pairs, pairs, cfg.categories, source)
+        base = await asyncio.to_thread(starter_head, cfg)
+        head = await asyncio.to_thread(train_from_pairs, pairs, cfg.categories, source, base=base)
         path = save_head(head, cfg.resolve(cfg.classifier.models_dir))
     finally:
         source.close()
     print(f"trained {head.version} on {len(stored)} stored + {len(pairs) - len(stored)} file examples "
-          f"(+ starter set) in {time.perf_counter() - t0:.1f}s -> {path}", file=out)
+          f"(on top of the starter head) in {time.perf_counter() - t0:.1f}s -> {path}", file=out)
     return 0
 
 

@@ -212,3 +212,78 @@ class TestSaveLoad:
     def test_missing_file(self, tmp_path: Path) -> None:
         with pytest.raises(ModelError, match="not found"):
             Head.load(tmp_path / "nope.npz")
+
+
+class TestAdapter:
+    """A head trained on top of a base head keeps what the base knows and learns what the labels teach."""
+
+    def base(self) -> Head:
+        return train_head([t for t, _ in TRAIN], [lab for _, lab in TRAIN], CATS)
+
+    def test_valence_labels_keep_the_base_split(self) -> None:
+        base = self.base()
+        pairs = [("zebra", "positive"), ("zebra zebra", "positive"), ("giraffe", "negative"), ("okapi", "neutral")]
+        adapter = train_head([t for t, _ in pairs], [lab for _, lab in pairs], CATS, base=base)
+        texts = ["KEKW", "Pog", "<3"]
+        p_base, p_new = base.predict_proba(texts, CATS), adapter.predict_proba(texts, CATS)
+        pos = [NAMES.index(n) for n in ("hype", "funny", "love")]
+        split_base = p_base[:, pos] / p_base[:, pos].sum(axis=1, keepdims=True)
+        split_new = p_new[:, pos] / p_new[:, pos].sum(axis=1, keepdims=True)
+        assert np.allclose(split_base, split_new, atol=1e-3)  # no label split the positive valence
+        assert [NAMES[i] for i in p_new.argmax(axis=1)] == ["funny", "hype", "love"]
+
+    def test_category_labels_teach_new_words(self) -> None:
+        base = self.base()
+        pairs = [("zebra", "love"), ("zebra time", "love"), ("giraffe", "angry"), ("giraffe again", "angry"),
+                 ("okapi", "sad"), ("okapi rain", "sad"), ("KEKW", "funny"), ("Pog", "hype")] * 3
+        adapter = train_head([t for t, _ in pairs], [lab for _, lab in pairs], CATS, base=base)
+        texts = ["zebra", "giraffe", "okapi", "Sadge", "WeirdChamp", "<3"]
+        labels = [NAMES[i] for i in adapter.predict_proba(texts, CATS).argmax(axis=1)]
+        assert labels == ["love", "angry", "sad", "sad", "angry", "love"]
+
+    def test_round_trip_with_base_and_shift(self, tmp_path: Path) -> None:
+        base = self.base()
+        base.shift = np.log(np.array([1.0, 1.0, 1.0, 4.0, 1.0, 1.0]))
+        adapter = train_head(["zebra", "giraffe"], ["love", "angry"], CATS, base=base)
+        adapter.save(tmp_path / "a.npz")
+        loaded = Head.load(tmp_path / "a.npz")
+        assert loaded.base is not None and loaded.base.version == base.version
+        assert np.allclose(loaded.base.shift, base.shift)
+        texts = ["zebra", "KEKW", "never seen"]
+        assert np.allclose(loaded.predict_proba(texts, CATS), adapter.predict_proba(texts, CATS), atol=1e-5)
+
+    def test_shift_moves_mass_towards_a_category(self) -> None:
+        head = self.base()
+        before = head.predict_proba(["never seen words"], CATS)[0]
+        head.shift = np.log(np.array([1.0, 1.0, 1.0, 10.0, 1.0, 1.0]))
+        after = head.predict_proba(["never seen words"], CATS)[0]
+        assert after.sum() == pytest.approx(1.0)
+        n = NAMES.index("neutral")
+        assert after[n] > before[n]
+        assert after[n] / after[0] == pytest.approx(10 * before[n] / before[0])
+
+    def test_base_for_other_categories_is_refused(self) -> None:
+        other = (Category(name="neutral", colour="#000000", valence=0, description="x"),
+                 Category(name="good", colour="#000000", valence=1, description="x"))
+        with pytest.raises(ValueError, match="base head"):
+            train_head(["a"], ["good"], other, base=self.base())
+
+
+class TestSparseProducts:
+    """The segment sums behind the head's sparse products equal dense algebra, empty rows and columns included."""
+
+    def test_against_dense(self) -> None:
+        from bot.classify.features import Sparse
+
+        rng = np.random.default_rng(0)
+        dense = (rng.random((9, 7)) < 0.3) * rng.random((9, 7))
+        dense[[0, 4, 8]] = 0.0  # empty first, middle and last rows
+        dense[:, 6] = 0.0  # an empty last column
+        rows, cols = np.nonzero(dense)
+        indptr = np.concatenate([[0], np.cumsum((dense != 0).sum(axis=1))]).astype(np.int64)
+        s = Sparse(indptr=indptr, indices=cols.astype(np.int64), data=dense[rows, cols], n_cols=7)
+        w, g = rng.random((7, 3)), rng.random((9, 3))
+        assert np.allclose(s.matmul(w), dense @ w)
+        assert np.allclose(s.rmatmul(g), dense.T @ g)
+        assert np.allclose(s.rmatmul(g), dense.T @ g)  # the cached column order gives the same
+        assert np.allclose(s.take(np.array([2, 0, 5])).matmul(w), dense[[2, 0, 5]] @ w)
