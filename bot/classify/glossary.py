@@ -101,6 +101,30 @@ tssk angry   bruhmm angry:0.5 funny:0.5   weirddude angry   nerd angry:0.5 funny
 yep neutral   nodders neutral   nopers neutral   chatting neutral   listening neutral   waiting neutral
 noted neutral   erm neutral:0.6 funny:0.4   hmmge neutral   pepegehmm neutral   lookup neutral
 peepoarrive neutral   peepoleave neutral   wokege neutral   susge neutral:0.6 funny:0.4
+# --- words chat uses for contempt, praise, laughter and loss (added with the starter set's second round)
+idiots angry   disgusting angry   gross angry:0.7 funny:0.3
+pathetic angry   ridiculous angry:0.7 funny:0.3
+disgrace angry   shameful angry   shame angry:0.6 sad:0.4   creep angry   creepy angry:0.6 neutral:0.4
+weirdo angry:0.7 funny:0.3   liar angry   fraud angry   coward angry   gtfo angry
+bs angry   bullshit angry   dammit angry:0.6 sad:0.4   pissed angry   furious angry   hypocrite angry
+embarrassing angry:0.6 funny:0.4   dogshit angry   cope angry:0.5 funny:0.5   seethe angry:0.5 funny:0.5
+bozo angry:0.6 funny:0.4   tf angry:0.6 neutral:0.4   ffs angry   wth angry:0.6 neutral:0.4   useless angry
+lazy angry   braindead angry   racist angry   bigot angry   nonsense angry   unwatchable angry
+mid angry:0.6 neutral:0.4   overrated angry   sellout angry   disappointing sad:0.5 angry:0.5
+king love:0.5 hype:0.5   queen love:0.6 hype:0.4   proud love
+appreciate love   appreciated love   respect love:0.6 hype:0.4   handsome love   pretty love   gorgeous love
+precious love   angel love   babe love   tysm love   gn love:0.6 neutral:0.4   wb love:0.6 neutral:0.4
+goodnight love:0.6 neutral:0.4   missed love   legend hype:0.6 love:0.4   hero love:0.6 hype:0.4
+amazing hype:0.5 love:0.5   awesome hype:0.6 love:0.4   lovely love   wonderful love   fav love   favorite love
+favourite love   sweetheart love   cutie love   hottie love   simp love:0.6 funny:0.4   mwah love   xoxo love
+uwu love:0.6 funny:0.4   supportive love   grateful love   thankful love   stunning love:0.6 hype:0.4
+hilarious funny   funny funny   jk funny   kidding funny:0.6 neutral:0.4   meme funny   memes funny
+lolol funny   ayo funny:0.7 neutral:0.3   goofy funny   lolw funny
+sheesh hype   yay hype:0.6 love:0.4   hyped hype   fire hype   lit hype
+banger hype   peak hype   goated hype   massive hype   huge hype   clean hype   unreal hype   incredible hype
+epic hype   sick hype:0.7 sad:0.3
+sadly sad   depressing sad   depressed sad   heartbroken sad   tragic sad   unfortunately sad   sadness sad
+cried sad   tears sad   devastated sad   gutted sad
 # --- plain talk
 chatting neutral  hmm neutral       hmmm neutral      monkahmm neutral   ok neutral   okay neutral   k neutral
 what neutral      why neutral       who neutral       when neutral       how neutral   where neutral
@@ -116,8 +140,39 @@ _EMOJI = """
 😭 sad:0.6 funny:0.4   😢 sad   😞 sad   💔 sad   😔 sad   😿 sad
 😡 angry   🤬 angry   😠 angry   🖕 angry   🙄 angry:0.7 neutral:0.3   😤 angry:0.6 hype:0.4
 🤔 neutral   😐 neutral   ❓ neutral   👀 neutral
+😒 angry:0.6 neutral:0.4   🤮 angry:0.6 funny:0.4   🤢 angry:0.6 funny:0.4   👎 angry   🥱 angry:0.6 neutral:0.4
+😴 angry:0.5 neutral:0.5   💤 angry:0.5 neutral:0.5   😬 neutral:0.5 sad:0.5   🥲 sad:0.5 funny:0.5   😩 sad
+😫 sad:0.6 angry:0.4   🫡 sad:0.5 love:0.5   🥹 love:0.6 sad:0.4   😳 neutral:0.5 funny:0.5   😅 funny:0.6 neutral:0.4
+🙃 funny:0.6 neutral:0.4   😏 funny   😜 funny   🤪 funny   🤓 funny:0.6 angry:0.4   😎 hype   🙌 hype:0.6 love:0.4
+💯 hype   🥳 hype:0.6 love:0.4   🤯 hype   😱 hype:0.5 sad:0.5   🫶 love   💗 love   💛 love
+💚 love   🧡 love   🤍 love   😘 love   😻 love   👍 neutral:0.6 love:0.4   👋 neutral:0.6 love:0.4
 """
 
+# Sub emotes: a channel's lower-case prefix and a capitalised name (``abbyHi``, ``abbyLove``, ``abbySalt``). The prefix
+# belongs to one channel; the names are a convention shared across channels, so a name carries a mood the way a
+# glossary word does (matched case-insensitively once the capital has split it off; only for tokens that are no
+# glossary entry themselves).
+_NAMES = """
+love love   luv love   heart love   hearts love   hug love   hugs love   kiss love   blush love   pat love
+cozy love   comfy love   cute love   shy love   smile love   wub love   bless love   flower love
+happy love:0.6 hype:0.4   ty love   thanks love   sweat neutral:0.5 sad:0.5
+hype hype   pog hype   pogg hype   pogu hype   poggers hype   w hype   win hype   fire hype   gg hype:0.7 love:0.3
+clap hype:0.7 love:0.3   jam hype:0.7 love:0.3   dance hype:0.7 love:0.3   rave hype
+cheer hype   lets hype   letsgo hype   gasm hype   wow hype   yay hype:0.6 love:0.4   party hype
+goat hype   crown hype   king hype:0.6 love:0.4   ez hype:0.6 angry:0.4   hyper hype   pls hype:0.6 love:0.4
+lul funny   lol funny   lulw funny   kek funny   kekw funny   laugh funny   lmao funny   derp funny
+clown funny   goofy funny   troll funny   smug funny   giggle funny   kappa funny   xd funny
+dank funny   pepega funny   lulwut funny   egg funny   bald funny:0.6 angry:0.4
+sad sad   sadge sad   cry sad   tears sad   rip sad   sob sad   f sad   pain sad   hands sad   despair sad
+dead sad:0.6 funny:0.4   lonely sad   sorry sad:0.6 love:0.4
+rage angry   mad angry   madge angry   angry angry   salt angry   salty angry   grr angry   weird angry   mald angry
+tilt angry   ban angry   pout angry   spit angry   ree angry   reee angry   annoyed angry   smh angry
+hi neutral   hey neutral   hello neutral   wave neutral   lurk neutral   bye neutral   think neutral   hmm neutral
+stare neutral   sip neutral   wiggle neutral   cup neutral   nod neutral   point neutral   sit neutral   look neutral
+ghost neutral   flag neutral   ok neutral   yes neutral   no neutral   sus neutral   what neutral   huh neutral
+eyes neutral   wait neutral   read neutral   notes neutral   boot neutral   mini neutral   bonk neutral:0.5 funny:0.5
+"""
+_SUB_EMOTE = re.compile(r"^[a-z][a-z0-9]{1,11}([A-Z][A-Za-z0-9]{0,11})$")
 _STRIP = "!?.,:;\"'()[]{}*~`_-"
 _RUN = re.compile(r"(.)\1{2,}")
 
@@ -147,6 +202,8 @@ def _parse(table: str) -> dict[str, dict[str, float]]:
 
 GLOSSARY: Mapping[str, Mapping[str, float]] = _parse(_ENTRIES)
 EMOJI: Mapping[str, Mapping[str, float]] = _parse(_EMOJI)
+#: Sub-emote names (``Hi`` of ``abbyHi``), lower case.
+EMOTE_NAMES: Mapping[str, Mapping[str, float]] = _parse(_NAMES)
 
 
 def _lookup_token(token: str) -> Mapping[str, float] | None:
@@ -161,6 +218,11 @@ def _lookup_token(token: str) -> Mapping[str, float] | None:
             # "LETSGOOOO", "POGGGG", "LULLLL": collapse letter runs and retry.
             squeezed = _RUN.sub(r"\1", low)
             hit = GLOSSARY.get(squeezed) or GLOSSARY.get(_RUN.sub(r"\1\1", low))
+    if hit is None:
+        sub = _SUB_EMOTE.match(token.strip(_STRIP))
+        if sub is not None:
+            name = sub.group(1).lower()
+            hit = EMOTE_NAMES.get(name) or EMOTE_NAMES.get(_RUN.sub(r"\1", name))
     return hit
 
 

@@ -11,16 +11,23 @@ p(valence(c)) * p(c | valence(c))``:
   starter set, ``!label hype`` from mods, category-labelled files) plus the glossary features.
 
 Both are multinomial logistic regressions fitted by L-BFGS (numpy only) on a *partial-label* likelihood,
-``-log sum_{c in allowed} p(c|x)``, which also covers a label that allows several classes. Measured on Kobs-dev
-(555 rows, 3x5-fold CV grouped by text; see the README): a single partial-label head over six categories fed by
-valence labels plus the category starter set reached 61.5% accuracy, the two-level head 65.9% (macro-F1 0.630),
-a plain 3-class valence head without the starter set 64.7%: the two-level head keeps the categories at no cost in
-valence accuracy. Sentence embeddings (MiniLM) never helped: concatenated at the common L2 they lowered it
-to 57% (and cut throughput to ~340 msg/s); with their own strong L2 (:data:`EMB_BLOCK_L2`) they are harmless
-(64.6% vs 64.8% in the same folds); late fusion -- a separate LR head on the standardised embeddings, averaged
-with this head in log-probability space, its weight and L2 chosen by inner CV -- reached 64.1% (stacked LR
-63.8%). So the default pipeline uses no embeddings; whole-word features and other n-gram ranges changed nothing
-beyond noise. Evaluation against valence labels sums the probabilities of each valence's categories.
+``-log sum_{c in allowed} p(c|x)``, which also covers a label that allows several classes.
+
+An *adapter* (``base=``) is how labels teach: both heads take the base head's log-probabilities as their offset and
+as a feature block, so their weights are corrections to the base; :meth:`Head.shrunk` scales those corrections
+(how far is chosen by cross-validation on the labels, :func:`bot.classify.training.choose_shrinkage`), and the
+labelled texts themselves are remembered (:meth:`Head.recall`). The current figures are in the README
+("How the mood is computed") and come from bench/accuracy.py.
+
+Design history, measured on Kobs-dev with the *earlier* design (labels pooled with the 217-line starter set of
+the time, 3x5-fold CV grouped by text): a single partial-label head over six categories fed by valence labels
+reached 61.5% accuracy, the two-level head 65.9% (macro-F1 0.630), a plain 3-class valence head 64.7%; the
+two-level head keeps the categories at no cost in valence accuracy, so it stayed. Sentence embeddings (MiniLM)
+never helped: concatenated at the common L2 they lowered it to 57% (and cut throughput to ~340 msg/s); with their
+own strong L2 (:data:`EMB_BLOCK_L2`) they are harmless (64.6% vs 64.8% in the same folds); late fusion (a separate
+head on the embeddings averaged in log-probability space) reached 64.1%. So the default pipeline uses no
+embeddings; whole-word features and other n-gram ranges changed nothing beyond noise. Evaluation against valence
+labels sums the probabilities of each valence's categories.
 
 Saved as ``head-<UTC timestamp>.npz`` (weights + a JSON metadata string; no pickles).
 """
@@ -32,7 +39,7 @@ import json
 import math
 import zipfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -49,7 +56,8 @@ log = structlog.get_logger(__name__)
 HEAD_FORMAT = 2
 #: Format 1 heads (no base head, no prior shift) still load.
 READABLE_FORMATS = (1, 2)
-#: L2 of a sentence-embedding block (``emb:*``), apart from the sparse features' ``l2``. Kobs-dev, 3x5-fold CV:
+#: L2 of a sentence-embedding block (``emb:*``), apart from the sparse features' ``l2``. Kobs-dev, 3x5-fold CV, earlier
+#: (pooled) design:
 #: MiniLM concatenated at the common l2 (1e-3) 57.1% / 0.551, at 1e-2 58.6%, 0.1 62.3%, 1.0 64.6% / 0.617 against
 #: 64.8% / 0.615 without embeddings: strong shrinkage makes the block harmless, never helpful (see the README).
 EMB_BLOCK_L2 = 1.0
@@ -136,6 +144,14 @@ class Head:
     base: Head | None = None
     # Added to the log-probabilities at the end (a prior shift, e.g. the starter head's towards mostly neutral chat).
     shift: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    # The labelled texts themselves (normalised), what each label allowed (m, k) and how often it was given: a text
+    # a moderator labelled is read as labelled, whatever the weights say (see :meth:`recall`).
+    memory_texts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+    memory_masks: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))
+    memory_counts: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    _memory_index: tuple[np.ndarray, dict[str, list[int]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     @property
     def version(self) -> str:
@@ -183,7 +199,47 @@ class Head:
     def predict_proba(
         self, texts: Sequence[str], category_objs: Sequence[Category], extras: dict[str, np.ndarray] | None = None
     ) -> np.ndarray:
-        return self.proba(*self.features(texts, category_objs, extras))
+        return self.recall(texts, self.proba(*self.features(texts, category_objs, extras)))
+
+    def recall(self, texts: Sequence[str], probs: np.ndarray) -> np.ndarray:
+        """``probs`` with every remembered text read as labelled: the probabilities restricted to what each of its
+        labels allows (a valence label keeps the head's split inside that valence), mixed by how often each label
+        was given."""
+        if not len(self.memory_texts):
+            return probs
+        if self._memory_index is None or self._memory_index[0] is not self.memory_texts:
+            index: dict[str, list[int]] = {}
+            for j, text in enumerate(self.memory_texts.tolist()):
+                index.setdefault(text, []).append(j)
+            self._memory_index = (self.memory_texts, index)
+        index = self._memory_index[1]
+        out = probs
+        for i, text in enumerate(texts):
+            rows = index.get(text)
+            if rows is None:
+                continue
+            if out is probs:
+                out = probs.copy()
+            mixed = np.zeros(probs.shape[1])
+            for j in rows:
+                inside = np.where(self.memory_masks[j], np.maximum(probs[i], 1e-12), 0.0)
+                mixed += self.memory_counts[j] * inside / inside.sum()
+            out[i] = mixed / mixed.sum()
+        return out
+
+    def shrunk(self, valence: float, category: float) -> Head:
+        """This adapter with what it learned on top of its base scaled down (both heads' weights and biases; 0 gives
+        back the base's probabilities, 1 the fitted adapter): ``log p = base + a * (adapter - base)`` per head."""
+        if self.base is None:
+            raise ValueError("only an adapter (a head with a base) can be shrunk towards its base")
+        head = replace(
+            self, w_sparse=self.w_sparse * category, w_dense=self.w_dense * category, bias=self.bias * category,
+            v_sparse=self.v_sparse * valence, v_dense=self.v_dense * valence, v_bias=self.v_bias * valence,
+            meta=dict(self.meta),
+        )
+        digest = hashlib.blake2b(f"{self.version} {valence:g} {category:g}".encode(), digest_size=5)
+        head.meta.update(version="head-" + digest.hexdigest(), shrink={"valence": valence, "category": category})
+        return head
 
     def _arrays(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         meta = {**self.meta, "format": HEAD_FORMAT, "categories": list(self.categories), "spec": asdict(self.spec)}
@@ -201,6 +257,9 @@ class Head:
             "v_dense": self.v_dense,
             "v_bias": self.v_bias,
             "shift": self.shift,
+            "memory_texts": self.memory_texts,
+            "memory_masks": self.memory_masks,
+            "memory_counts": self.memory_counts,
         }
         if self.base is not None:
             base_meta, base_arrays = self.base._arrays()
@@ -254,6 +313,9 @@ class Head:
                 v_bias=arrays["v_bias"],
                 base=base,
                 shift=arrays.get("shift", np.zeros(0)).astype(np.float64),
+                memory_texts=arrays.get("memory_texts", np.zeros(0, dtype=str)).astype(str),
+                memory_masks=arrays.get("memory_masks", np.zeros((0, 0), dtype=bool)).astype(bool),
+                memory_counts=arrays.get("memory_counts", np.zeros(0)).astype(np.float64),
             )
         except (KeyError, TypeError) as e:
             raise ModelError(path, f"head file is missing {e}", hint) from None
@@ -263,6 +325,9 @@ class Head:
             shapes_ok = shapes_ok and head.v_sparse.shape == (v, m) and head.cat_valence.shape == (k,)
         if base is not None:
             shapes_ok = shapes_ok and base.categories == head.categories
+        n_mem = len(head.memory_texts)
+        if n_mem:
+            shapes_ok = shapes_ok and head.memory_masks.shape == (n_mem, k) and head.memory_counts.shape == (n_mem,)
         if not shapes_ok:
             raise ModelError(path, "head weights have inconsistent shapes", hint)
         return head
@@ -301,6 +366,22 @@ def allowed_mask(labels: Sequence[str], categories: Sequence[Category]) -> np.nd
     if bad:
         raise ValueError(f"unknown labels {sorted(bad)}: use one of {names} or positive/neutral/negative")
     return mask
+
+
+def label_memory(texts: Sequence[str], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(texts, allowed masks, counts) of the distinct (text, label) pairs, for :attr:`Head.memory_texts`."""
+    counts: dict[tuple[str, bytes], int] = {}
+    rows: dict[tuple[str, bytes], np.ndarray] = {}
+    for text, row in zip(texts, mask, strict=True):
+        key = (text, row.tobytes())
+        counts[key] = counts.get(key, 0) + 1
+        rows.setdefault(key, row)
+    keys = list(counts)
+    return (
+        np.array([t for t, _ in keys], dtype=str),
+        np.array([rows[key] for key in keys], dtype=bool).reshape(len(keys), mask.shape[1]),
+        np.array([float(counts[key]) for key in keys]),
+    )
 
 
 def _fit(

@@ -125,12 +125,12 @@ USERS = ("lilmoth kevin_plays snowcone_tv pixelbean r0ckslide ouchmyknee zebra_j
 PREFIXES = "abby ghst moxx trln vexi pomu kodd zeph lumi rizo bnny tato quil fern opal nyxx dodo mako yuki brix".split()
 SUFFIXES = {
     "neutral": "Hi Wave Lurk Hey Bye Wiggle Ghost Mini Boot Cup Sip Stare Think Hmm Point Sit Nod Walk Wink Look Flag "
-               "Bonk Ok".split(),
-    "hype": "Hype Pog Pogg Win Fire Gg Clap Jam Dance Rave Boost".split(),
-    "funny": "LUL Lul Kek Laugh Lol Derp Clown Goofy".split(),
-    "love": "Love Heart Hug Luv Blush Pat Cozy Comfy".split(),
-    "sad": "Sad Cry Tears Sadge Rip".split(),
-    "angry": "Rage Mad Angry Madge Salt Grr".split(),
+               "Bonk Ok Sus What Huh Eyes Yes No Read Notes".split(),
+    "hype": "Hype Pog Pogg Win Fire Gg Clap Jam Dance Rave Boost W Cheer Goat Crown Party".split(),
+    "funny": "LUL Lul Kek Laugh Lol Derp Clown Goofy Troll Smug Kappa Giggle".split(),
+    "love": "Love Heart Hug Luv Blush Pat Cozy Comfy Kiss Cute Shy Smile Wub".split(),
+    "sad": "Sad Cry Tears Sadge Rip Sob Pain F".split(),
+    "angry": "Rage Mad Angry Madge Salt Grr Weird Mald Ban Pout".split(),
 }
 
 
@@ -183,14 +183,24 @@ def _channel_emote_line(rng: random.Random) -> tuple[str, str]:
 
 
 def _notice(rng: random.Random) -> str:
-    user, r = rng.choice(USERS), rng.random()
-    if r < 0.4:
-        return f"{user} subscribed at Tier 1. They've subscribed for {rng.randint(2, 60)} months!"
-    if r < 0.6:
+    """Twitch's subscription notices as chat logs show them, today's wording and older wordings."""
+    user, r, n = rng.choice(USERS), rng.random(), rng.randint(2, 60)
+    if r < 0.25:
+        return f"{user} subscribed at Tier 1. They've subscribed for {n} months!"
+    if r < 0.35:
         return f"{user} subscribed with Prime."
-    if r < 0.8:
+    if r < 0.5:
         return f"{user} is gifting {rng.choice([1, 5, 10, 20])} Tier 1 Subs to the community!"
-    return f"{user} converted from a Prime sub to a Tier 1 sub!"
+    if r < 0.6:
+        return f"{user} converted from a Prime sub to a Tier 1 sub!"
+    if r < 0.7:
+        return f"{user} just subscribed with Twitch Prime!"
+    if r < 0.8:
+        return f"{user} just subscribed! {user} subscribed for {n} months in a row!"
+    if r < 0.9:
+        return f"{user} gifted a Tier 1 sub to {rng.choice(USERS)}!"
+    return (f"{user} subscribed with Prime Gaming. They've subscribed for {n} months, "
+            f"currently on a {n // 2} month streak!")
 
 
 def generated_examples(per_category: int = 300, channel_emotes: int = 600, notices: int = 100,
@@ -242,7 +252,7 @@ def data_hash(categories: Sequence[Category], spec: FeatureSpec, extras: dict[st
     for text, label in starter_examples():
         h.update(f"{label}\t{text}\n".encode())
     h.update(json.dumps([[c.name, c.valence] for c in categories]).encode())
-    h.update(json.dumps([glossary.GLOSSARY, glossary.EMOJI], sort_keys=True).encode())
+    h.update(json.dumps([glossary.GLOSSARY, glossary.EMOJI, glossary.EMOTE_NAMES], sort_keys=True).encode())
     h.update(json.dumps([repr(spec), sorted(extras.items()), STARTER_L2, CHAT_PRIOR], sort_keys=True).encode())
     return h.hexdigest()
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.classify.features import FeatureSpec, Vocabulary, glossary_features, hashed_ngrams
 from bot.classify.glossary import EMOJI, GLOSSARY, matches
-from bot.classify.head import EMB_BLOCK_L2, Head, allowed_mask, lbfgs, train_head
+from bot.classify.head import EMB_BLOCK_L2, Head, allowed_mask, label_memory, lbfgs, train_head
 from bot.config import DEFAULT_CATEGORIES, Category
 from bot.errors import ModelError
 
@@ -261,6 +261,37 @@ class TestAdapter:
         n = NAMES.index("neutral")
         assert after[n] > before[n]
         assert after[n] / after[0] == pytest.approx(10 * before[n] / before[0])
+
+    def test_shrunk_scales_the_correction_between_base_and_adapter(self) -> None:
+        base = self.base()
+        pairs = [("zebra", "love"), ("zebra time", "love"), ("giraffe", "angry"), ("giraffe again", "angry")] * 2
+        adapter = train_head([t for t, _ in pairs], [lab for _, lab in pairs], CATS, base=base)
+        texts = ["zebra", "giraffe", "KEKW", "never seen"]
+        p_base, p_full = base.predict_proba(texts, CATS), adapter.predict_proba(texts, CATS)
+        assert np.allclose(adapter.shrunk(0.0, 0.0).predict_proba(texts, CATS), p_base, atol=1e-3)
+        assert np.allclose(adapter.shrunk(1.0, 1.0).predict_proba(texts, CATS), p_full)
+        love = NAMES.index("love")
+        half = adapter.shrunk(0.5, 0.5).predict_proba(texts, CATS)
+        assert p_base[0, love] < half[0, love] < p_full[0, love]
+        shrunk = adapter.shrunk(0.5, 0.0)
+        assert shrunk.version != adapter.version and shrunk.meta["shrink"] == {"valence": 0.5, "category": 0.0}
+        with pytest.raises(ValueError, match="adapter"):
+            base.shrunk(0.5, 0.5)
+
+    def test_remembered_texts_read_as_labelled(self, tmp_path: Path) -> None:
+        base = self.base()
+        texts, labels = ["KEKW", "KEKW", "KEKW", "new copypasta"], ["angry", "angry", "funny", "negative"]
+        adapter = train_head(texts, labels, CATS, base=base)
+        adapter.memory_texts, adapter.memory_masks, adapter.memory_counts = label_memory(
+            texts, allowed_mask(labels, CATS))
+        assert adapter.memory_counts.tolist() == [2.0, 1.0, 1.0]
+        adapter.save(tmp_path / "m.npz")
+        loaded = Head.load(tmp_path / "m.npz")
+        p = loaded.predict_proba(["KEKW", "new copypasta", "KEKW LUL"], CATS)
+        assert p[0, NAMES.index("angry")] == pytest.approx(2 / 3) and p[0, NAMES.index("funny")] == pytest.approx(1 / 3)
+        negative = [NAMES.index("sad"), NAMES.index("angry")]
+        assert p[1, negative].sum() == pytest.approx(1.0)  # a valence label keeps the head's split inside it
+        assert np.allclose(p[2], adapter.proba(*adapter.features(["KEKW LUL"], CATS)))  # only exact texts
 
     def test_base_for_other_categories_is_refused(self) -> None:
         other = (Category(name="neutral", colour="#000000", valence=0, description="x"),

@@ -7,9 +7,11 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bot.classify.classifier import load_classifier
+from bot.classify.starter import shipped_head
 from bot.classify.training import (
     cmd_classify,
     cmd_eval,
@@ -134,6 +136,43 @@ class TestFiles:
         f.write_text('{"text": "a", "label": "sad"}\n{oops\n')
         with pytest.raises(DataError, match=r"x\.jsonl:2"):
             read_examples(f)
+
+
+class TestShrinkage:
+    """Labels move the starter head only as far as a cross-validation on them says they generalise; the labelled
+    messages themselves are always read as labelled."""
+
+    def test_labels_that_generalise_are_kept(self) -> None:
+        words = ["zebra", "giraffe", "okapi"]
+        fillers = ["now", "again", "chat", "today", "here", "lol", "ok", "wow", "yes", "so"]
+        pairs = [(f"{w} {a} {b}", lab) for w, lab in zip(words, ("love", "angry", "sad"), strict=True)
+                 for a in fillers[:6] for b in fillers[6:]]
+        head = train_from_pairs(pairs, DEFAULT_CATEGORIES)
+        assert head.meta["shrink"]["valence"] > 0 and head.meta["shrink"]["category"] > 0
+        unseen = ["zebra yes wow", "giraffe yes wow", "okapi yes wow"]  # word orders no label had
+        labels = head.predict_proba(unseen, DEFAULT_CATEGORIES).argmax(axis=1)
+        assert [NAMES[i] for i in labels] == ["love", "angry", "sad"]
+
+    def test_labels_that_teach_nothing_leave_the_starter_head(self) -> None:
+        base = shipped_head()
+        assert base is not None
+        rng = np.random.default_rng(5)
+        words = ["stream", "game", "chat", "boss", "map", "song", "run", "team", "round", "level"]
+        texts = [f"the {a} and the {b}" for a in words for b in words if a != b][:60]
+        probs = base.predict_proba(texts, DEFAULT_CATEGORIES)
+        # labels drawn from the starter head's own beliefs: by construction there is nothing to learn
+        pairs = [(t, NAMES[rng.choice(len(NAMES), p=p / p.sum())]) for t, p in zip(texts, probs, strict=True)]
+        head = train_from_pairs(pairs, DEFAULT_CATEGORIES, base=base)
+        assert head.meta["shrink"] == {"valence": 0.0, "category": 0.0}
+        probe = ["KEKW", "what game is this", "this is so boring", "the boss and the crowd"]
+        assert np.allclose(head.predict_proba(probe, DEFAULT_CATEGORIES),
+                           base.predict_proba(probe, DEFAULT_CATEGORIES), atol=1e-3)
+        first = head.predict_proba([pairs[0][0]], DEFAULT_CATEGORIES)[0]
+        assert NAMES[int(first.argmax())] == pairs[0][1]  # a labelled message is still read as labelled
+
+    def test_no_folds_keeps_the_adapter_as_fitted(self) -> None:
+        head = train_from_pairs([("zebra", "angry"), ("giraffe", "love")], DEFAULT_CATEGORIES, folds=0)
+        assert "shrink" not in head.meta
 
 
 class TestCommands:
