@@ -218,7 +218,7 @@ def lexicon_features(texts: Sequence[str]) -> np.ndarray:
     """VADER's (negative, neutral, positive, compound) scores of each text (n, 4)."""
     global _VADER  # one read-only analyser per process: it only holds the lexicon it loaded
     if _VADER is None:
-        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer  # type: ignore[import-untyped]  # ships no type hints
+        from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
 
         _VADER = SentimentIntensityAnalyzer()
     out = np.zeros((len(texts), 4), dtype=np.float64)
