@@ -4,7 +4,9 @@ In order: special-token text and control or invisible characters removed; the fi
 markers, speaker prefixes (``assistant:``, ``alice:``) and the persona's own ``@name`` stripped; wrapping quotes
 stripped; a line that only repeats the message or the prompt dropped; leading ``/``, ``.`` and ``!`` removed, so
 it is never a chat command (``/ban``, ``.timeout``) nor another bot's command; whitespace collapsed; a reply cut
-by the token limit trimmed back to its last full sentence; at most 500 characters. Then a link or a blocklisted
+by the token limit trimmed back to its last full sentence; only as many whole sentences as fit a chat line
+(:data:`CHAT_CHARS`; the first always stays: a small model rambles on after a good first sentence, often
+restating its instructions); at most 500 characters. Then a link or a blocklisted
 word or phrase (case-insensitive, whole words) drops it.
 """
 
@@ -14,6 +16,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 MAX_CHARS = 500
+#: A chat line's length: sentences after the first are kept only while the reply stays within it.
+CHAT_CHARS = 160
 _SPECIAL = re.compile(r"<\|[^|>]{1,40}\|>|</?s>")
 _LINK = re.compile(r"(?i)\b(?:https?://|www\.)\S|\b[a-z0-9-]{2,}\.(?:com|net|org|tv|gg|io|ly|xyz)\b")
 _ROLE_WORDS = ("assistant", "system", "user", "bot", "ai", "answer", "reply", "response")
@@ -45,6 +49,19 @@ def blocked_by(text: str, blocklist: Sequence[str]) -> str | None:
 def _trim_to_sentence(text: str) -> str:
     ends = [m.end() for m in _SENTENCE_END.finditer(text)]
     return text[: ends[-1]] if ends and ends[-1] >= 20 else text
+
+
+def _chat_length(text: str) -> str:
+    """The first sentence, and each next one while the whole stays within :data:`CHAT_CHARS`."""
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    if len(text) <= CHAT_CHARS or not ends:
+        return text
+    keep = ends[0]
+    for end in ends[1:]:
+        if end > CHAT_CHARS:
+            break
+        keep = end
+    return text[:keep]
 
 
 def _cut(text: str, limit: int = MAX_CHARS) -> str:
@@ -101,7 +118,7 @@ def clean_reply(
     line = " ".join(line.split())
     if cut_short:
         line = _trim_to_sentence(line)
-    line = _cut(line)
+    line = _cut(_chat_length(line))
     if not line:
         return None, "empty"
     if _LINK.search(line):

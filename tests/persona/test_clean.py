@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 from bot.config import BotConfig, PersonaConfig
 from bot.domain import MoodState
-from bot.persona.clean import MAX_CHARS, blocked_by, clean_reply
+from bot.persona.clean import CHAT_CHARS, MAX_CHARS, blocked_by, clean_reply
 from bot.persona.prompt import HISTORY_CHARS, build_messages, history_lines, mood_in_words
 from tests.fakes.chat import chat_line
 
@@ -58,6 +58,20 @@ class TestClean:
         raw = "Chat is hype right now, what a play. And the next round is going to be"
         assert clean(raw, cut_short=True) == ("Chat is hype right now, what a play.", None)
         assert clean(raw, cut_short=False) == (raw, None)
+
+    def test_a_long_reply_keeps_the_sentences_that_fit_a_chat_line(self) -> None:
+        first = "Chat is quiet right now PogChamp."
+        rambling = (" You're a friendly and chatty viewer, but you also love to talk about your day or the other thing"
+                    " that's happened so far in this world.")
+        assert clean(first + rambling) == (first, None)
+        short = "lol, chat is feeling nice. you're all about the streamer right now."
+        assert clean(short) == (short, None)  # within a chat line: both stay
+        three = "Hype in here! " * 3 + "And then " + "a long tail " * 12 + "past a chat line's length."
+        text, _ = clean(three)
+        assert text == "Hype in here! Hype in here! Hype in here!" and len(text) <= CHAT_CHARS
+        one = "a single sentence that runs on " * 8  # no sentence end: nothing to cut at but the 500 limit
+        text, _ = clean(one)
+        assert text == one.strip()
 
     def test_links_are_dropped(self) -> None:
         assert clean("check https://example.com now") == (None, "link")
