@@ -77,7 +77,7 @@ class StorageConfig(_Model):
     database: str = Field("chatmood", min_length=1, max_length=63, pattern=r"^[A-Za-z0-9_-]+$")
     # Durable append-only spool used while the database is unreachable.
     spool_dir: Path = Field(Path("spool"), strict=False)
-    batch_size: int = Field(500, ge=1, le=10_000)
+    batch_size: int = Field(1_000, ge=1, le=10_000)
     flush_interval_ms: int = Field(200, ge=1, le=60_000)
     # Messages held in memory before new ones go straight to the disk spool.
     max_buffered: int = Field(20_000, ge=100)
