@@ -43,7 +43,8 @@ sys.path.insert(0, str(ROOT))
 
 from bot.classify import starter  # noqa: E402
 from bot.classify.features import FeatureSpec  # noqa: E402
-from bot.classify.head import Head, train_head  # noqa: E402
+from bot.classify.fit import train_head  # noqa: E402
+from bot.classify.head import Head  # noqa: E402
 from bot.classify.text import normalise  # noqa: E402
 from bot.classify.training import (  # noqa: E402
     L2,

@@ -1,6 +1,6 @@
 """Chat messages -> mood verdicts: the classifier pipeline.
 
-The pipeline (chosen by measurement, see bot/classify/head.py and the README): normalise the text, compute features --
+The pipeline (chosen by measurement, see bot/classify/fit.py and the README): normalise the text, compute features --
 hashed character n-grams, the emote/slang glossary, surface features, sentence embeddings from a local GGUF
 (llama-cpp, when ``classifier.embedding_model`` is set) and LLM label log-probs (only when the configured LLM is
 capable, see :func:`llm_enabled`) -- and apply a small trained head. The newest ``models/head-*.npz`` that fits the

@@ -28,7 +28,8 @@ import structlog
 
 from bot.classify import glossary
 from bot.classify.features import FeatureSpec
-from bot.classify.head import Head, allowed_mask, train_head
+from bot.classify.fit import allowed_mask, train_head
+from bot.classify.head import Head
 from bot.classify.text import normalise
 from bot.config import DEFAULT_CATEGORIES, Category
 from bot.errors import ModelError

@@ -3,7 +3,7 @@
 The core functions take plain ``(text, label)`` lists and need no database; the ``cmd_*`` functions add the I/O
 (files, storage, printing) for the CLI. Labels are category names (``hype``) or valences (``positive``,
 ``neutral``, ``negative``). Evaluation against valence labels maps each prediction to a valence by summing the
-probabilities of every category of that valence; training with them uses the partial-label loss in bot/classify/head.py.
+probabilities of every category of that valence; training with them uses the partial-label loss in bot/classify/fit.py.
 
 A trained head is saved as ``models_dir/head-<UTC timestamp>.npz``; the running bot picks the newest one up
 without a restart (:meth:`bot.classify.classifier.PipelineClassifier.maybe_reload`).
@@ -28,7 +28,8 @@ import structlog
 
 from bot.classify.classifier import Classifier, FeatureSource, load_classifier, open_sources, starter_head
 from bot.classify.features import FeatureSpec
-from bot.classify.head import Head, allowed_mask, label_memory, train_head
+from bot.classify.fit import allowed_mask, label_memory, train_head
+from bot.classify.head import Head
 from bot.classify.service import VerdictCache, classify_cached
 from bot.classify.starter import STARTER_SPEC, shipped_head, train_starter
 from bot.classify.text import normalise

@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from bot.classify.features import FeatureSpec, Vocabulary, glossary_features, hashed_ngrams
+from bot.classify.fit import EMB_BLOCK_L2, allowed_mask, label_memory, lbfgs, train_head
 from bot.classify.glossary import EMOJI, GLOSSARY, matches
-from bot.classify.head import EMB_BLOCK_L2, Head, allowed_mask, label_memory, lbfgs, train_head
+from bot.classify.head import Head
 from bot.config import DEFAULT_CATEGORIES, Category
 from bot.errors import ModelError
 
