@@ -9,6 +9,7 @@ dashboard and ``!mood`` show is a :class:`MoodState`.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -201,3 +202,10 @@ class MoodState:
     skipped: int = 0  # messages not classified because chat outpaced the model
     first_at: datetime | None = None  # oldest message folded in since the last reset
     at: datetime | None = None  # when this state was computed
+
+    def leaning(self) -> str:
+        """``leaning hype 25%`` when the colour leans clearly (strength at least a half) towards a mood that isn't
+        the named one, else ``""``: a neutral label in an orange colour says why."""
+        if not self.lean or self.lean == self.label or self.strength < 0.5:
+            return ""
+        return f"leaning {self.lean} {min(100, max(0, math.floor(self.shares.get(self.lean, 0.0) * 100 + 0.5)))}%"

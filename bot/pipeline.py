@@ -137,7 +137,9 @@ class Pipeline:
         for channel in sorted(channels):
             s = self.mood.state(channel)
             seen = f"{s.messages} classified" + (f", {s.skipped} skipped" if s.skipped else "")
-            lines.append(f"mood #{channel}: {s.label} {s.share:.0%} valence {s.valence:+.2f} {s.colour} ({seen})")
+            leaning = s.leaning()
+            lean = f", {leaning}," if leaning else ""
+            lines.append(f"mood #{channel}: {s.label} {s.share:.0%}{lean} valence {s.valence:+.2f} {s.colour} ({seen})")
         return lines
 
 

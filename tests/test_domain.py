@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.domain import ChatLine, EmoteSpan, SeenIds, UnstorableField, clean_text, printable, synthetic_message_id
+from bot.domain import ChatLine, EmoteSpan, MoodState, SeenIds, UnstorableField, clean_text, printable, synthetic_message_id
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -89,3 +89,20 @@ class TestSeenIds:
         for key in "abcd":
             d.add(key)
         assert "a" not in d and all(k in d for k in "bcd")
+
+
+class TestLeaning:
+    """What a neutral label in a coloured orb needs said: the mood the colour leans to, when it leans clearly."""
+
+    def mood(self, **kw: object) -> MoodState:
+        base: dict[str, object] = {"channel": "c", "label": "neutral", "share": 0.55, "valence": 0.2,
+                                   "colour": "#d99059", "shares": {"neutral": 0.55, "hype": 0.254}}
+        return MoodState(**{**base, **kw})  # type: ignore[arg-type]
+
+    def test_a_clear_lean_is_named_with_its_share(self) -> None:
+        assert self.mood(lean="hype", strength=0.61).leaning() == "leaning hype 25%"
+
+    def test_a_faint_lean_or_the_named_mood_itself_is_not(self) -> None:
+        assert self.mood(lean="hype", strength=0.3).leaning() == ""
+        assert self.mood(label="hype", lean="hype", strength=0.9).leaning() == ""
+        assert self.mood(lean=None, strength=0.0).leaning() == ""

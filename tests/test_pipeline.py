@@ -49,6 +49,21 @@ class TestPipeline:
             assert p.summary(["chan"])[0] == f"stored: {len(hype) + 1} new, 0 already stored"
 
 
+    async def test_the_summary_names_a_clear_lean(self, storage_config: StorageConfig, tmp_path: Path) -> None:
+        """A mostly calm chat with a hype streak: the label is neutral but the colour is orange, and the summary says
+        why (as !mood does)."""
+        async with open_pipeline(config(storage_config, tmp_path)) as p, supervise(p.services()):
+            calm = ["what game is this", "hello chat", "how long is the stream today", "ok", "brb", "is this ranked"]
+            lines = [chat_line(t, f"v{i}") for i, t in enumerate(calm * 5)]
+            lines += [chat_line(t, f"fan{i}") for i, t in enumerate(["LETS GOOOO", "POGGERS", "W W W"] * 5)]
+            for line in lines:
+                assert p.ingest.submit(line)
+            await p.settle(["chan"])
+            state = p.mood.state("chan")
+            assert state.label == "neutral" and state.lean == "hype" and state.strength >= 0.5, state
+            assert f"mood #chan: neutral {state.share:.0%}, {state.leaning()}, valence" in p.summary(["chan"])[1]
+
+
 class TestSummary:
     def test_says_why_messages_wait_in_the_spool(self) -> None:
         """The summary tells an unreachable database from one that is only too slow (a hung or busy server)."""

@@ -81,9 +81,7 @@ def format_mood(state: MoodState, now: datetime) -> str:
     unit = "msg" if state.messages + state.skipped == 1 else "msgs"
     since = f", last {_span((now - state.first_at).total_seconds())}" if state.first_at else ""
     square = emoji_square(state.label_colour or state.colour)
-    lean = ""
-    if state.lean and state.lean != state.label and state.strength >= 0.5:
-        lean_share = min(100, max(0, math.floor(state.shares.get(state.lean, 0.0) * 100 + 0.5)))
-        lean = f", leaning {state.lean} {lean_share}%"
+    leaning = state.leaning()
+    lean = f", {leaning}" if leaning else ""
     text = f"chat mood: {state.label} {share}% {square}{lean} ({msgs} {unit}{since})"
     return clip(text)
