@@ -6,7 +6,16 @@ from datetime import UTC, datetime
 
 import pytest
 
-from bot.domain import ChatLine, EmoteSpan, MoodState, SeenIds, UnstorableField, clean_text, printable, synthetic_message_id
+from bot.domain import (
+    ChatLine,
+    EmoteSpan,
+    MoodState,
+    SeenIds,
+    UnstorableField,
+    clean_text,
+    printable,
+    synthetic_message_id,
+)
 
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
