@@ -115,9 +115,10 @@ class Storage:
         return True
 
     @contextlib.asynccontextmanager
-    async def _query(self, what: str, timeout_s: float | None = None) -> AsyncIterator[None]:
+    async def query(self, what: str, timeout_s: float | None = None) -> AsyncIterator[None]:
         """Make sure Beanie is bound, bound the query's time, and turn PyMongo's errors into
-        :class:`StorageError` (:class:`StorageTimeout` when the server did not answer in time)."""
+        :class:`StorageError` (:class:`StorageTimeout` when the server did not answer in time). For every query
+        on the database, here and in the features that keep their own collections."""
         seconds = timeout_s if timeout_s is not None else self._timeout_s
         try:
             if not self.ready:
@@ -133,7 +134,7 @@ class Storage:
 
     async def get_message(self, message_id: str, *, timeout_s: float | None = None) -> MessageDoc | None:
         """One message by id (the ``_id`` index)."""
-        async with self._query("get_message", timeout_s):
+        async with self.query("get_message", timeout_s):
             return await MessageDoc.get(message_id)
 
     async def latest_message_by(
@@ -144,7 +145,7 @@ class Storage:
         query: Doc = {"channel": channel, "user_login": user_login.lower().removeprefix("@")}
         if not commands:
             query["command"] = {"$ne": True}
-        async with self._query("latest_message_by", timeout_s):
+        async with self.query("latest_message_by", timeout_s):
             found = await MessageDoc.find(query).sort("-sent_at", "-seq").limit(1).to_list()
         return found[0] if found else None
 
@@ -155,11 +156,11 @@ class Storage:
         query: Doc = {"channel": channel}
         if classified_only:
             query["label"] = {"$ne": None}
-        async with self._query("recent_messages", timeout_s):
+        async with self.query("recent_messages", timeout_s):
             return await MessageDoc.find(query).sort("-sent_at", "-seq").limit(limit).to_list()
 
     async def count_messages(self, channel: str | None = None) -> int:
-        async with self._query("count_messages"):
+        async with self.query("count_messages"):
             return await MessageDoc.find({} if channel is None else {"channel": channel}).count()
 
     async def classified_counts(self, channel: str, since: datetime | None = None) -> dict[str, int]:
@@ -178,7 +179,7 @@ class Storage:
         On FerretDB v1 every filter but ``_id`` reads the whole collection (~55 us a document), however
         narrow: callers make one pass for many channels rather than one per channel, and give the pass a
         ``timeout_s`` to match (the default is ``server_timeout_ms``)."""
-        async with self._query("scan_messages", timeout_s):
+        async with self.query("scan_messages", timeout_s):
             cursor = MessageDoc.get_pymongo_collection().find(
                 query, {name: 1 for name in fields}, batch_size=batch_size
             )
@@ -220,7 +221,7 @@ class Storage:
             labelled_at=at or utcnow(),
             source=source,
         )
-        async with self._query("add_labeled_example"):
+        async with self.query("add_labeled_example"):
             await LabeledExampleDoc.get_pymongo_collection().replace_one(
                 {"_id": key}, doc.model_dump(by_alias=True, exclude={"revision_id"}), upsert=True
             )
@@ -233,7 +234,7 @@ class Storage:
             query["channel"] = channel
         if source is not None:
             query["source"] = source
-        async with self._query("labeled_examples"):
+        async with self.query("labeled_examples"):
             return await LabeledExampleDoc.find(query).sort("+labelled_at").to_list()
 
     async def label_counts(self, channel: str | None = None) -> dict[str, int]:
@@ -245,7 +246,7 @@ class Storage:
         self, model: type[Document], match: Doc, key: str, what: str, timeout_s: float | None = None
     ) -> dict[str, int]:
         pipeline: list[Doc] = [{"$match": match}, {"$group": {"_id": key, "n": {"$sum": 1}}}]
-        async with self._query(what, timeout_s):
+        async with self.query(what, timeout_s):
             rows = await model.aggregate(pipeline).to_list()
         return {str(r["_id"]): int(r["n"]) for r in rows if r["_id"] is not None}
 
@@ -269,7 +270,7 @@ class Storage:
             messages=state.messages,
             skipped=state.skipped,
         )
-        async with self._query("save_snapshot"):
+        async with self.query("save_snapshot"):
             await MoodSnapshotDoc.get_pymongo_collection().replace_one(
                 {"_id": doc.id}, doc.model_dump(by_alias=True, exclude={"revision_id"}), upsert=True
             )
@@ -293,14 +294,14 @@ class Storage:
             span["$lt"] = until
         if span:
             query["bucket"] = span
-        async with self._query("snapshots", timeout_s):
+        async with self.query("snapshots", timeout_s):
             return await MoodSnapshotDoc.find(query).sort("+bucket").limit(limit).to_list()
 
     # ---- stream sessions
 
     async def open_session(self, channel: str, at: datetime) -> StreamSessionDoc:
         """Record that a channel went live; a repeated notice returns the session already open."""
-        async with self._query("open_session"):
+        async with self.query("open_session"):
             current = await self.current_session(channel)
             if current is not None:
                 return current
@@ -310,7 +311,7 @@ class Storage:
 
     async def close_session(self, channel: str, at: datetime) -> StreamSessionDoc | None:
         """Record that a channel went offline; None when no session was open."""
-        async with self._query("close_session"):
+        async with self.query("close_session"):
             current = await self.current_session(channel)
             if current is None:
                 return None
@@ -319,12 +320,12 @@ class Storage:
             return current
 
     async def current_session(self, channel: str) -> StreamSessionDoc | None:
-        async with self._query("current_session"):
+        async with self.query("current_session"):
             found = await StreamSessionDoc.find({"channel": channel, "ended": None}).sort("-started").limit(1).to_list()
         return found[0] if found else None
 
     async def sessions(self, channel: str) -> list[StreamSessionDoc]:
-        async with self._query("sessions"):
+        async with self.query("sessions"):
             return await StreamSessionDoc.find({"channel": channel}).sort("+started").to_list()
 
 

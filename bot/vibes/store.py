@@ -24,17 +24,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-import pymongo
 import structlog
 from beanie import init_beanie
-from pymongo.errors import PyMongoError
 
 from bot.config import Config
-from bot.errors import StorageError, StorageTimeout
 from bot.storage.documents import Doc
 from bot.storage.store import Storage
 from bot.vibes.documents import ChannelProfileDoc
@@ -73,17 +70,9 @@ class ProfileStore:
         self._lock = asyncio.Lock()  # one refresh at a time (the service and a CLI or web request)
         self.version = 0  # counts the refreshes that wrote something (for caches of loaded profiles)
 
-    @contextlib.asynccontextmanager
-    async def _db(self, what: str) -> AsyncIterator[None]:
+    def _db(self, what: str) -> contextlib.AbstractAsyncContextManager[None]:
         """Bound a profile read or write by ``vibes.refresh_timeout_s``; PyMongo's errors as StorageError."""
-        seconds = self._vibes.refresh_timeout_s
-        try:
-            with pymongo.timeout(seconds):
-                yield
-        except PyMongoError as e:
-            if e.timeout:
-                raise StorageTimeout(f"vibes: {what} took longer than {seconds:g} s", seconds) from e
-            raise StorageError(f"vibes: {what} failed: {str(e)[:200]}") from e
+        return self._storage.query(f"vibes: {what}", timeout_s=self._vibes.refresh_timeout_s)
 
     async def ensure_ready(self) -> None:
         """Bind the profile document to storage's database (Beanie), once."""
