@@ -34,6 +34,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -117,3 +118,13 @@ async def storage_config(ferretdb: DevDb) -> AsyncIterator[StorageConfig]:
 async def storage(storage_config: StorageConfig, spool_dir: Path) -> AsyncIterator[Storage]:
     async with open_storage(storage_config, spool_dir=spool_dir) as st:
         yield st
+
+
+@pytest_asyncio.fixture(loop_scope="function")
+async def db(ferretdb: DevDb, storage_config: StorageConfig) -> AsyncIterator[Any]:
+    """The test's database, read directly with PyMongo (what a program stored, seen from outside it)."""
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
+    try:
+        yield client[storage_config.database]
+    finally:
+        await client.close()

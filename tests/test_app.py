@@ -17,7 +17,6 @@ from typing import Any
 import aiohttp
 import pytest_asyncio
 from pydantic import SecretStr
-from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
 from bot.app import _overlay_token_for_run, cmd_demo, cmd_run
@@ -92,15 +91,6 @@ async def fake() -> AsyncIterator[FakeTwitch]:
         for i, login in enumerate(("modmia", "viewer_vic", "viewer_val")):
             f.add_user(login, str(700 + i))
         yield f
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def db(ferretdb: DevDb, storage_config: Any) -> AsyncIterator[Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
-    try:
-        yield client[storage_config.database]
-    finally:
-        await client.close()
 
 
 def make_config(tmp_path: Path, fake: FakeTwitch, ferretdb: DevDb, database: str, **kw: Any) -> Path:

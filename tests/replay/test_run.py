@@ -11,11 +11,9 @@ import re
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import pytest_asyncio
 from pymongo import AsyncMongoClient
 from structlog.testing import capture_logs
 
@@ -67,15 +65,6 @@ class TestSignals:
             assert classified == await messages.count_documents({"command": {"$ne": True}})
         finally:
             await client.close()
-
-
-@pytest_asyncio.fixture(loop_scope="function")
-async def db(ferretdb: DevDb, storage_config: StorageConfig) -> AsyncIterator[Any]:
-    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(ferretdb.url)
-    try:
-        yield client[storage_config.database]
-    finally:
-        await client.close()
 
 
 def config(tmp_path: Path, ferretdb: DevDb, storage_config: StorageConfig) -> Config:
