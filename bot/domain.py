@@ -185,6 +185,11 @@ class Verdict:
     model: str  # model and prompt/head version that produced it
 
 
+def percent(share: float) -> int:
+    """A share (0..1) as a whole percent, half up, within 0..100: how chat lines show a mood's share."""
+    return min(100, max(0, math.floor(share * 100 + 0.5)))
+
+
 @dataclass(frozen=True, slots=True)
 class MoodState:
     """A channel's smoothed mood at one instant."""
@@ -208,4 +213,4 @@ class MoodState:
         the named one, else ``""``: a neutral label in an orange colour says why."""
         if not self.lean or self.lean == self.label or self.strength < 0.5:
             return ""
-        return f"leaning {self.lean} {min(100, max(0, math.floor(self.shares.get(self.lean, 0.0) * 100 + 0.5)))}%"
+        return f"leaning {self.lean} {percent(self.shares.get(self.lean, 0.0))}%"

@@ -8,7 +8,7 @@ import math
 from datetime import datetime
 
 from bot.commands.router import clip
-from bot.domain import MoodState
+from bot.domain import MoodState, percent
 from bot.mood.colour import to_oklab
 
 #: Emoji squares and the colour each is drawn in (Twemoji's palette, which most chat clients resemble).
@@ -76,7 +76,7 @@ def format_mood(state: MoodState, now: datetime) -> str:
         if state.skipped:
             return clip(f"chat mood: neutral (no messages classified yet, {state.skipped} skipped)")
         return "chat mood: neutral (no messages yet)"
-    share = min(100, max(0, math.floor(state.share * 100 + 0.5)))
+    share = percent(state.share)
     msgs = f"{state.messages} of {state.messages + state.skipped}" if state.skipped else f"{state.messages}"
     unit = "msg" if state.messages + state.skipped == 1 else "msgs"
     since = f", last {_span((now - state.first_at).total_seconds())}" if state.first_at else ""
