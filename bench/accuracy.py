@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import logging
 import os
@@ -82,9 +83,14 @@ def folds_of(pairs: Pairs, k: int, seed: int) -> np.ndarray:
     return np.array([fold[normalise(t)] for t, _ in pairs])
 
 
+@functools.cache
+def shipped_texts() -> frozenset[str]:
+    return frozenset(normalise(t) for t, _ in starter.starter_examples())
+
+
 def fresh_rows(pairs: Pairs) -> list[int]:
     """Rows whose normalised text is not in the shipped training set (generic chat such as ``KEKW`` is in both)."""
-    shipped = {normalise(t) for t, _ in starter.starter_examples()}
+    shipped = shipped_texts()
     return [i for i, (t, _) in enumerate(pairs) if normalise(t) not in shipped]
 
 

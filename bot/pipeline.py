@@ -36,7 +36,7 @@ from bot.commands.executor import CommandExecutor
 from bot.commands.queue import CommandQueue
 from bot.commands.router import CommandRouter
 from bot.config import Config
-from bot.domain import ChatLine, Verdict
+from bot.domain import ChatLine, Verdict, percent
 from bot.history.reads import History
 from bot.ingest import Ingest
 from bot.mood.hub import MoodHub
@@ -139,7 +139,8 @@ class Pipeline:
             seen = f"{s.messages} classified" + (f", {s.skipped} skipped" if s.skipped else "")
             leaning = s.leaning()
             lean = f", {leaning}," if leaning else ""
-            lines.append(f"mood #{channel}: {s.label} {s.share:.0%}{lean} valence {s.valence:+.2f} {s.colour} ({seen})")
+            named = f"{s.label} {percent(s.share)}%"
+            lines.append(f"mood #{channel}: {named}{lean} valence {s.valence:+.2f} {s.colour} ({seen})")
         return lines
 
 

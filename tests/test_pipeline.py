@@ -7,6 +7,7 @@ import asyncio
 from pathlib import Path
 
 from bot.config import Config, StorageConfig, parse_config
+from bot.domain import percent
 from bot.outbox import Outgoing
 from bot.pipeline import open_pipeline, spool_note
 from bot.storage.batch import WriterStats
@@ -61,7 +62,7 @@ class TestPipeline:
             await p.settle(["chan"])
             state = p.mood.state("chan")
             assert state.label == "neutral" and state.lean == "hype" and state.strength >= 0.5, state
-            assert f"mood #chan: neutral {state.share:.0%}, {state.leaning()}, valence" in p.summary(["chan"])[1]
+            assert f"mood #chan: neutral {percent(state.share)}%, {state.leaning()}, valence" in p.summary(["chan"])[1]
 
 
 class TestSummary:
