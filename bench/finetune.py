@@ -138,22 +138,6 @@ def adamw(p: Params, g: Params, m: Params, v: Params, t: int, lr: float) -> tupl
     return p, m, v
 
 
-class Tokens:
-    """Token ids through llama.cpp's tokenizer of the shipped GGUF: the same ids inference would see."""
-
-    def __init__(self, gguf: Path) -> None:
-        import llama_cpp
-
-        self._llama = llama_cpp.Llama(str(gguf), vocab_only=True, verbose=False)
-
-    def __call__(self, texts: list[str]) -> list[list[int]]:
-        out = []
-        for text in texts:
-            ids = self._llama.tokenize(text.encode("utf-8", "replace"), add_bos=True)
-            out.append(ids if len(ids) <= MAX_TOKENS else [*ids[: MAX_TOKENS - 1], ids[-1]])
-        return out
-
-
 def padded(rows: list[list[int]]) -> tuple[Any, Any]:
     width = 8 * math.ceil(max(len(r) for r in rows) / 8)  # few shapes, few recompiles
     ids = np.zeros((len(rows), width), np.int32)
@@ -247,8 +231,13 @@ def main() -> None:
     t0 = time.perf_counter()
     out: dict[str, Any] = {"model": "all-MiniLM-L6-v2 fine-tuned on the starter set", "cold": {}, "cv": {}}
     base = starter.shipped_head() or starter.train_starter(CATS)
-    tokens = Tokens(ROOT / "models" / KNOWN_MODELS["minilm"].file_name)
-    with tempfile.TemporaryDirectory(prefix="chatmood-finetune-") as tmp:
+    # token ids through the embedder's own tokenizer and cut: the ids inference sees
+    shipped = Embedder(ROOT / "models" / KNOWN_MODELS["minilm"].file_name, threads=args.threads, n_ctx=MAX_TOKENS)
+
+    def tokens(texts: list[str]) -> list[list[int]]:
+        return [shipped.tokens(t) for t in texts]
+
+    with shipped, tempfile.TemporaryDirectory(prefix="chatmood-finetune-") as tmp:
         folder = Path(tmp)
         checkpoint = fetch_minilm(folder)
         p0, original = load_params(checkpoint)
@@ -257,15 +246,15 @@ def main() -> None:
         ids = tokens([normalise(t) for t, _ in examples])
         labels = [lab for _, lab in examples]
         allow = np.asarray(allowed_mask(labels, CATS), np.float32)
-        counts = np.bincount([NAMES.index(lab) for lab in labels], minlength=len(NAMES))
-        weight = (len(labels) / (len(NAMES) * counts))[[NAMES.index(lab) for lab in labels]].astype(np.float32)
+        y = np.array([NAMES.index(lab) for lab in labels])
+        weight = (len(y) / (len(NAMES) * np.bincount(y, minlength=len(NAMES))))[y].astype(np.float32)
         t1 = time.perf_counter()
         tuned = train(p0, ids, allow, weight, epochs=args.epochs, lr=args.lr, size=32, seed=0, head_boost=50.0)
         out["train"] = {"examples": len(ids), "epochs": args.epochs, "seconds": round(time.perf_counter() - t1, 1)}
         print(f"fine-tuned in {out['train']['seconds']} s", file=sys.stderr, flush=True)
 
-        for name in ("mood6-dev", "kobs-dev"):
-            pairs = read_set(name)
+        sets = {name: read_set(name) for name in ("mood6-dev", "kobs-dev")}
+        for name, pairs in sets.items():
             gold = [lab for _, lab in pairs]
             texts = [normalise(t) for t, _ in pairs]
             rows = tokens(texts)
@@ -292,11 +281,11 @@ def main() -> None:
             print(name, json.dumps({"cold": out["cold"][name], "cv": out["cv"][name]}), file=sys.stderr, flush=True)
 
         gguf = export(tuned, original, checkpoint, folder)
-        texts = sorted({normalise(t) for name in ("mood6-dev", "kobs-dev") for t, _ in read_set(name)})
+        texts = sorted({normalise(t) for pairs in sets.values() for t, _ in pairs})
         t1 = time.perf_counter()
         base.predict_proba(texts, CATS)
         head_rate = len(texts) / (time.perf_counter() - t1)
-        with Embedder(gguf, threads=args.threads) as embedder:
+        with Embedder(gguf, threads=args.threads, n_ctx=MAX_TOKENS) as embedder:
             embedder.embed(texts[:16])  # warm-up
             t1 = time.perf_counter()
             z = embedder.embed(texts)
