@@ -223,20 +223,8 @@ class BatchWriter:
             for doc in good:
                 await self._insert_one(doc)
             return
-        if not good:
-            return
-        try:
-            with pymongo.timeout(self._timeout_s):
-                await self._coll.insert_many(good, ordered=False)
-        except BulkWriteError as e:
-            await self._bulk_error(e, good)
-        except Exception as e:
-            if is_transient(e):
-                raise
-            for doc in good:
-                await self._insert_one(doc)
-        else:
-            self._stored_docs(good)
+        if good:  # the rest as a batch again; refused once more, _isolate finds no culprit and goes one by one
+            await self._insert(good)
 
     async def _insert_one(self, doc: Doc) -> None:
         try:
